@@ -1,0 +1,1 @@
+"""Benchmarks: accuracy on unseen classes (``bench.accuracy``); later parity and throughput."""

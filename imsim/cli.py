@@ -1,0 +1,79 @@
+"""Shared command-line plumbing: data flags, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from imsim.data.types import Dataset
+from imsim.errors import UserError
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data",
+        default="shapes",
+        help="cifar100 | shapes | imagefolder:PATH (folder or .zip of "
+        "{train,test}/<class>/<image>); default: shapes (built in)",
+    )
+    g.add_argument("--data-dir", default="data", help="where cifar100 lives (default: data/)")
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="download cifar100 into --data-dir if missing (needs internet)",
+    )
+    g.add_argument(
+        "--unseen-classes",
+        default=None,
+        help="comma-separated class names to hold out (default: the dataset's split)",
+    )
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=32,
+        help="side imagefolder images are resized to (default: 32)",
+    )
+    g.add_argument("--data-seed", type=int, default=0, help="seed of the shapes generator")
+
+
+def load_data_from_args(args: argparse.Namespace) -> Dataset:
+    from imsim.data import load_dataset
+
+    unseen = [c.strip() for c in args.unseen_classes.split(",")] if args.unseen_classes else None
+    return load_dataset(
+        args.data,
+        data_dir=args.data_dir,
+        download=args.download,
+        seed=args.data_seed,
+        unseen=unseen,
+        image_size=args.image_size,
+    )
+
+
+def csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Run a command's main, turning user-fixable errors into one line and exit status 2."""
+    try:
+        code = main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,79 @@
+"""The method registry: one name per method, created from a ``--methods`` entry.
+
+A method is one module that decorates its factory with ``@register("name")``; the factory takes
+an optional argument (the part after ``:`` in ``name:ARG``, e.g. a checkpoint path) and the
+shared model options (``--clip-model`` and the like) as keyword arguments, and ignores options
+it does not use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from imsim.errors import UserError
+from imsim.methods.base import Embedder
+
+Factory = Callable[..., Embedder]
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    factory: Factory
+    in_all: bool  # part of ``--methods all`` (methods that need a checkpoint are not)
+    help: str
+
+
+_REGISTRY: dict[str, Entry] = {}
+
+# Modules whose import registers methods; a new method is one module plus one line here.
+METHOD_MODULES = (
+    "imsim.methods.pixels",
+    "imsim.methods.color_hist",
+)
+
+
+def register(name: str, *, in_all: bool = True, help: str = "") -> Callable[[Factory], Factory]:
+    def deco(factory: Factory) -> Factory:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        _REGISTRY[name] = Entry(name, factory, in_all, help or (factory.__doc__ or "").strip())
+        return factory
+
+    return deco
+
+
+def _load() -> None:
+    for mod in METHOD_MODULES:
+        importlib.import_module(mod)
+
+
+def list_methods() -> dict[str, Entry]:
+    _load()
+    return dict(_REGISTRY)
+
+
+def parse_methods(text: str) -> list[str]:
+    """Expand a ``--methods`` value (``a,b:ARG`` or ``all``) into entries."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UserError("--methods is empty")
+    out: list[str] = []
+    for item in items:
+        if item == "all":
+            out += [n for n, e in list_methods().items() if e.in_all]
+        else:
+            out.append(item)
+    return list(dict.fromkeys(out))
+
+
+def create_method(item: str, **options: object) -> Embedder:
+    """Create a method from ``name`` or ``name:ARG``."""
+    name, _, arg = item.partition(":")
+    entries = list_methods()
+    if name not in entries:
+        raise UserError(f"unknown method {name!r}; known: {', '.join(sorted(entries))}")
+    factory = entries[name].factory
+    return factory(arg, **options) if arg else factory(**options)

@@ -1,0 +1,46 @@
+"""``retrieval``: every unseen-class test image queries all the others.
+
+Recall@k = fraction of queries with at least one same-class image among their k nearest;
+mAP@R = mean average precision at R, where R is the number of other images of the query's class
+(Musgrave et al., "A Metric Learning Reality Check", 2020). Computed here on any similarity
+matrix, since not every method has embeddings compared by cosine; tests check it against
+pytorch-metric-learning's ``AccuracyCalculator``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imsim.methods.base import Scorer
+from imsim.results import record
+
+
+def retrieval_metrics(
+    sims: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)
+) -> dict[str, float]:
+    """Metrics for a square similarity matrix over one pool (self-matches are excluded)."""
+    sims = np.array(sims, dtype=np.float64, copy=True)
+    labels = np.asarray(labels)
+    n = len(labels)
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, : n - 1]  # drop self (ranked last)
+    rel = labels[order] == labels[:, None]  # (n, n-1)
+    r = (labels[:, None] == labels[None, :]).sum(1) - 1  # same-class neighbours per query
+    out = {f"recall@{k}": float(rel[:, :k].any(axis=1).mean()) for k in ks}
+    valid = r > 0
+    prec = np.cumsum(rel, axis=1) / np.arange(1, n)
+    ranks = np.arange(n - 1)[None, :]
+    within_r = ranks < r[:, None]
+    ap = (prec * rel * within_r).sum(1)[valid] / r[valid]
+    out["map@r"] = float(ap.mean())
+    return out
+
+
+def evaluate(
+    scorer: Scorer, labels: np.ndarray, unseen: tuple[int, ...], method: str
+) -> list[dict]:
+    labels = np.asarray(labels)
+    idx = np.flatnonzero(np.isin(labels, np.asarray(unseen)))
+    sims = scorer.pair_sim(idx, idx)
+    metrics = retrieval_metrics(sims, labels[idx])
+    return [record(method, "retrieval", m, v, n_queries=len(idx)) for m, v in metrics.items()]

@@ -1,0 +1,136 @@
+"""The one results schema every command writes, the environment it ran in, and atomic writes.
+
+A results file is a JSON object: ``schema``, ``kind`` (accuracy, parity, fps, ...), ``created``,
+``env`` (machine, packages, git commit), ``config`` (what was asked for) and ``results``, a list
+of flat records with at least ``method``, ``protocol``, ``metric`` and ``value``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "imsim.results/1"
+PACKAGES = (
+    "imsim",
+    "numpy",
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "open_clip_torch",
+    "scikit-image",
+    "numba",
+    "pytorch-metric-learning",
+    "tensorrt",
+)
+
+
+def record(method: str, protocol: str, metric: str, value: float, **extra: Any) -> dict[str, Any]:
+    """One result row; ``extra`` holds ci95, chance, n, k and anything else worth keeping."""
+    row: dict[str, Any] = {
+        "method": method,
+        "protocol": protocol,
+        "metric": metric,
+        "value": float(value),
+    }
+    row.update({k: v for k, v in extra.items() if v is not None})
+    return row
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Where a result was measured: CPU, threads, GPU, package versions and git commit."""
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "packages": versions,
+        "git_commit": _git_commit(),
+    }
+    try:
+        import torch
+
+        env["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+            env["cuda"] = torch.version.cuda
+    except ImportError:
+        pass
+    return env
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write JSON to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def make_results(kind: str, results: list[dict], config: dict, **sections: Any) -> dict:
+    """A complete results document."""
+    return {
+        "schema": SCHEMA,
+        "kind": kind,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "env": environment(),
+        "config": config,
+        **sections,
+        "results": results,
+    }

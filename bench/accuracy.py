@@ -11,7 +11,14 @@ import argparse
 import sys
 import time
 
-from imsim.cli import add_data_args, csv_list, load_data_from_args, positive_int, run
+from imsim.cli import (
+    add_data_args,
+    add_method_args,
+    csv_list,
+    load_data_from_args,
+    positive_int,
+    run,
+)
 from imsim.errors import UserError
 from imsim.methods import create_method, embed_all, list_methods, parse_methods
 from imsim.protocols import PROTOCOLS, episodes, retrieval, seed
@@ -21,6 +28,7 @@ from imsim.results import make_results, write_json_atomic
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n")[0])
     add_data_args(p)
+    add_method_args(p)
     names = ", ".join(list_methods())
     p.add_argument(
         "--methods",
@@ -77,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     described: dict[str, dict] = {}
     for item in methods:
         method = create_method(item, **vars(args))
-        name = method.spec.name if ":" not in item else item.split(":", 1)[0]
+        name = method.spec.name
+        if method.spec.fits_on_seen:
+            method.fit(ds.train.subset(ds.split.seen), ds.class_names)
         t0 = time.perf_counter()
-        feats = embed_all(method, pool.images, desc=f"embed {name}")
+        feats = embed_all(method, pool.images, desc=f"embed {name}", batch_size=args.batch_size)
         described[name] = {**method.describe(), "embed_seconds": time.perf_counter() - t0}
         scorer = method.scorer(feats, ds.class_names)
         for proto in protocols:

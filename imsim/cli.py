@@ -38,6 +38,25 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-seed", type=int, default=0, help="seed of the shapes generator")
 
 
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    """Model options shared by every command that creates methods; each method reads its own."""
+    g = p.add_argument_group("method options")
+    g.add_argument(
+        "--recipe",
+        default="default",
+        choices=("default", "seed"),
+        help="seed: the reference study's exact recipe; default: the improved one",
+    )
+    g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (CLIP methods)")
+    g.add_argument(
+        "--pretrained",
+        default="openai",
+        help="open_clip tag, a local checkpoint file, or none (random weights)",
+    )
+    g.add_argument("--device", default="cpu", help="torch device for neural methods (cpu, cuda)")
+    g.add_argument("--batch-size", type=positive_int, default=256, help="embedding batch size")
+
+
 def load_data_from_args(args: argparse.Namespace) -> Dataset:
     from imsim.data import load_dataset
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from tqdm import tqdm
 
+from imsim.data.types import Split
 from imsim.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 Aggregation = Literal["mean", "prototype", "images"]
 
@@ -35,6 +39,9 @@ class MethodSpec:
     # (methods 5-6), "images" = rank individual support images (method 4 under the seed protocol).
     support_aggregation: Aggregation = "mean"
     needs_training: bool = False
+    # True when the method tunes something (fusion weights, a threshold...) on seen classes before
+    # evaluation: the caller then passes the seen-class train images to ``Embedder.fit``.
+    fits_on_seen: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,10 +88,27 @@ class Embedder(ABC):
     def embed(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) RGB -> float32 (N, D), L2-normalized unless the scorer says else."""
 
+    def fit(self, seen: Split, class_names: list[str]) -> None:
+        """Tune the method on seen-class training images only (when ``spec.fits_on_seen``)."""
+        del seen, class_names
+
     def scorer(self, feats: np.ndarray, class_names: list[str]) -> Scorer:
         """The scorer for a pool of this method's features (``class_names``: the dataset's)."""
         del class_names  # image-only methods ignore class names
         return Scorer(feats, self.spec.support_aggregation)
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Text -> float32 (N, D) in the image embedding space, for methods with a text tower."""
+        raise UserError(f"method {self.spec.name!r} has no text encoder; use a CLIP method")
+
+    def as_module(self) -> torch.nn.Module | None:
+        """The whole method as one torch module, for export and inference backends.
+
+        Its forward takes uint8 (N, H, W, 3) and returns float32 L2-normalized (N, D), with all
+        preprocessing (resize, normalization) inside, so the exported graph needs nothing else.
+        None for methods that are not a single network.
+        """
+        return None
 
     def describe(self) -> dict:
         """Provenance of this method instance, recorded in results (weights, config, ...)."""

@@ -6,8 +6,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imsim.methods.base import Embedder, MethodSpec, check_images, l2_normalize
+from imsim.methods.base import Embedder, MethodSpec, check_images
 from imsim.methods.registry import register
+
+
+class PixelsModule(torch.nn.Module):
+    """uint8 NHWC -> area-downsampled, per-image standardized, L2-normalized pixels."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float()
+        x = F.adaptive_avg_pool2d(x, self.size).flatten(1)
+        x = x - x.mean(dim=1, keepdim=True)
+        return F.normalize(x, dim=1, eps=1e-12)
 
 
 class PixelsEmbedder(Embedder):
@@ -16,6 +30,7 @@ class PixelsEmbedder(Embedder):
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
+        self.module = PixelsModule(size).eval()
         self.spec = MethodSpec(
             name="pixels",
             embedding_dim=3 * size * size,
@@ -24,9 +39,11 @@ class PixelsEmbedder(Embedder):
         )
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(check_images(images)).permute(0, 3, 1, 2).float()
-        x = F.adaptive_avg_pool2d(x, self.size).flatten(1).numpy()
-        return l2_normalize(x - x.mean(axis=1, keepdims=True))
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(check_images(images))).numpy()
+
+    def as_module(self) -> torch.nn.Module:
+        return self.module
 
     def describe(self) -> dict:
         return {"spec": self.spec.to_dict(), "size": self.size}

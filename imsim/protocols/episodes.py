@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from imsim.errors import UserError
 from imsim.methods.base import Scorer
 from imsim.results import record
 
@@ -28,11 +29,11 @@ def evaluate(
     classes = np.asarray(sorted(unseen))
     ways = min(ways, len(classes))
     if ways < 2:
-        raise ValueError("episodes need at least 2 unseen classes")
+        raise UserError("episodes need at least 2 unseen classes")
     pools = {c: np.flatnonzero(labels == c) for c in classes}
     short = [int(c) for c, p in pools.items() if len(p) < shots + queries]
     if short:
-        raise ValueError(f"classes {short} have fewer than shots+queries={shots + queries} images")
+        raise UserError(f"classes {short} have fewer than shots+queries={shots + queries} images")
     rng = np.random.default_rng(seed)
     accs = np.empty(episodes)
     for e in range(episodes):

@@ -15,6 +15,7 @@ from math import comb
 
 import numpy as np
 
+from imsim.errors import UserError
 from imsim.methods.base import Scorer
 from imsim.results import record
 
@@ -30,7 +31,7 @@ def seed_split(
     for c in unseen:
         idx = np.flatnonzero(labels == c)
         if len(idx) <= shots:
-            raise ValueError(
+            raise UserError(
                 f"class {c} has {len(idx)} test images; the seed protocol needs more than {shots}"
             )
         support.append(idx[:shots])

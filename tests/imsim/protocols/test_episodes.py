@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from imsim.errors import UserError
 from imsim.methods.base import Scorer
 from imsim.protocols import episodes
 
@@ -60,5 +61,5 @@ def test_random_features_near_chance_and_ways_capped():
 
 def test_not_enough_images():
     labels = np.repeat(np.arange(3), 10)
-    with pytest.raises(ValueError, match="fewer than"):
+    with pytest.raises(UserError, match="fewer than"):
         episodes.evaluate(Scorer(np.eye(30)), labels, (0, 1, 2), "m")

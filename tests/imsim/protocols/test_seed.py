@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from imsim.errors import UserError
 from imsim.methods.base import Scorer
 from imsim.protocols import seed
 
@@ -52,5 +53,5 @@ def test_random_features_near_chance():
 
 
 def test_too_few_images_is_an_error():
-    with pytest.raises(ValueError, match="more than 5"):
+    with pytest.raises(UserError, match="more than 5"):
         seed.seed_split(np.array([1, 1, 1, 2, 2, 2, 2, 2, 2]), (1, 2))

@@ -32,7 +32,7 @@ _ALLOWED = {
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle API
+    def find_class(self, module: str, name: str) -> type:
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
@@ -43,7 +43,9 @@ def _load_pickle(path: Path) -> dict:
         with open(path, "rb") as f:
             return _NumpyOnlyUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-        raise UserError(f"{path} is not a valid CIFAR-100 file ({e}); delete it and re-download")
+        raise UserError(
+            f"{path} is not a valid CIFAR-100 file ({e}); delete it and re-download"
+        ) from e
 
 
 def download(root: Path) -> None:

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from imsim.data import load_dataset
 from imsim.data import cifar100 as c100
+from imsim.data import load_dataset
 from imsim.errors import UserError
 from imsim.protocols.seed import seed_split
 

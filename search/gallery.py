@@ -42,7 +42,7 @@ def resize_array(image: np.ndarray, size: int) -> np.ndarray:
     """A uint8 (H, W, 3) array resized like ``decode_image`` resizes decoded files."""
     if image.shape[:2] == (size, size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC), dtype=np.uint8)
+    return np.array(Image.fromarray(image).resize((size, size), Image.BICUBIC), dtype=np.uint8)
 
 
 class Gallery:

@@ -118,7 +118,7 @@ class Searcher:
         """One uint8 (H, W, 3) image, resized as the gallery was, to its embedding."""
         from search.gallery import resize_array
 
-        img = resize_array(np.ascontiguousarray(image, dtype=np.uint8), self.index.image_size)
+        img = resize_array(np.array(image, dtype=np.uint8), self.index.image_size)
         emb = self.embedder
         with self._lock:
             return np.asarray(emb.embed(img[None]), dtype=np.float32)[0]

@@ -127,11 +127,6 @@ class Searcher:
         if len(text) > MAX_TEXT:
             raise UserError(f"the text has {len(text)} characters; the limit is {MAX_TEXT}")
         emb = self.embedder
-        if not self.has_text:
-            raise UserError(
-                f"method {self.index.method['name']!r} has no text encoder; query with an image "
-                "or index with a CLIP method"
-            )
         with self._lock:
             return np.asarray(emb.embed_text([text]), dtype=np.float32)[0]
 
@@ -146,6 +141,11 @@ class Searcher:
         if image is not None and item is not None:
             raise UserError("give either an image or a gallery item, not both")
         text = text.strip() if text else None
+        if text and not self.has_text:
+            raise UserError(
+                f"method {self.index.method['name']!r} has no text encoder; query with an image "
+                "or index with a CLIP method"
+            )
         img_vec = None
         if image is not None:
             img_vec = self.embed_image(image)

@@ -22,8 +22,9 @@ OPTS = {"recipe": "default", "clip_model": "ViT-B-32", "pretrained": "openai"}
 
 
 def _build(gallery_path: Path, out: Path, method: str = "pixels", **kw):  # noqa: ANN202
-    return build_index(open_gallery(str(gallery_path)), out, create_method(method), method, OPTS,
-                       **kw)
+    return build_index(
+        open_gallery(str(gallery_path)), out, create_method(method), method, OPTS, **kw
+    )
 
 
 def test_folder_gallery_lists_images_with_labels(shapes_folder: Path) -> None:
@@ -69,8 +70,9 @@ def test_reindex_embeds_only_new_and_changed(shapes_folder: Path, tmp_path: Path
     assert [it.key for it in second.items] == [it.key for it in fresh.items]
     np.testing.assert_array_equal(second.vectors, fresh.vectors)
     key0 = changed.relative_to(shapes_folder).as_posix()
-    assert not np.allclose(second.vectors[second.position(key0)],
-                           first.vectors[first.position(key0)])
+    assert not np.allclose(
+        second.vectors[second.position(key0)], first.vectors[first.position(key0)]
+    )
 
 
 def test_reindex_with_other_settings_needs_rebuild(shapes_folder: Path, tmp_path: Path) -> None:

@@ -22,11 +22,20 @@ R2 = 1 / np.sqrt(2)
 @pytest.fixture
 def colors_index(tmp_path: Path, color_words: type) -> Path:
     """Four solid-color images indexed with the color-words method."""
-    for name, rgb in {"red": (255, 0, 0), "blue": (0, 0, 255), "purple": (255, 0, 255),
-                      "green": (0, 255, 0)}.items():
+    for name, rgb in {
+        "red": (255, 0, 0),
+        "blue": (0, 0, 255),
+        "purple": (255, 0, 255),
+        "green": (0, 255, 0),
+    }.items():
         save_png(tmp_path / "g" / name / "0.png", solid(rgb))
-    build_index(open_gallery(str(tmp_path / "g")), tmp_path / "ix", create_method("color-words"),
-                "color-words", {})
+    build_index(
+        open_gallery(str(tmp_path / "g")),
+        tmp_path / "ix",
+        create_method("color-words"),
+        "color-words",
+        {},
+    )
     return tmp_path / "ix"
 
 
@@ -41,20 +50,34 @@ def test_fused_ranking_equals_hand_computed(colors_index: Path) -> None:
     # w = 0.8: q = normalize(0.8 (1,0,0) + 0.2 (0,0,1)) = (0.9701, 0, 0.2425); scores against
     # red (1,0,0), purple (1,0,1)/sqrt2, blue (0,0,1), green (0,1,0):
     assert _ranked(s, s.query_vector(image=red, text="blue", weight=0.8)) == [
-        ("red", 0.970), ("purple", 0.857), ("blue", 0.243), ("green", 0.0)]
+        ("red", 0.970),
+        ("purple", 0.857),
+        ("blue", 0.243),
+        ("green", 0.0),
+    ]
     # w = 0.5: q = (1,0,1)/sqrt2 -> purple 1, then blue and red tie at 0.707 (lower row first).
     assert _ranked(s, s.query_vector(image=red, text="blue", weight=0.5)) == [
-        ("purple", 1.0), ("blue", 0.707), ("red", 0.707), ("green", 0.0)]
+        ("purple", 1.0),
+        ("blue", 0.707),
+        ("red", 0.707),
+        ("green", 0.0),
+    ]
     # w = 0.2 leans to the text: blue first.
     assert [r[0] for r in _ranked(s, s.query_vector(image=red, text="blue", weight=0.2))][:2] == [
-        "blue", "purple"]
+        "blue",
+        "purple",
+    ]
 
 
 def test_text_only_and_image_only(colors_index: Path) -> None:
     s = Searcher(load_index(colors_index))
     # rows are in key order (blue, green, purple, red): the tie at 0.707 goes to blue
     assert _ranked(s, s.query_vector(text="purple")) == [
-        ("purple", 1.0), ("blue", 0.707), ("red", 0.707), ("green", 0.0)]
+        ("purple", 1.0),
+        ("blue", 0.707),
+        ("red", 0.707),
+        ("green", 0.0),
+    ]
     assert _ranked(s, s.query_vector(image=solid((0, 250, 0))))[0] == ("green", 1.0)
     # the weight applies only when both are given; an empty text is no text
     a = s.query_vector(image=solid((0, 250, 0)), text="   ", weight=0.1)
@@ -65,8 +88,9 @@ def test_item_query_uses_the_stored_vector(colors_index: Path) -> None:
     index = load_index(colors_index)
     s = Searcher(index, embedder=ColorWordsEmbedder())
     q = s.query_vector(item="purple/0.png", text="red", weight=0.5)
-    np.testing.assert_allclose(q, fuse(index.vectors[index.position("purple/0.png")],
-                                       np.array([1.0, 0, 0]), 0.5))
+    np.testing.assert_allclose(
+        q, fuse(index.vectors[index.position("purple/0.png")], np.array([1.0, 0, 0]), 0.5)
+    )
     with pytest.raises(UserError, match="not an item"):
         s.query_vector(item="nope.png")
 
@@ -88,8 +112,9 @@ def test_fuse_rejects_bad_input() -> None:
 
 
 def test_image_only_method_refuses_text(shapes_folder: Path, tmp_path: Path) -> None:
-    build_index(open_gallery(str(shapes_folder)), tmp_path / "ix", create_method("pixels"),
-                "pixels", {})
+    build_index(
+        open_gallery(str(shapes_folder)), tmp_path / "ix", create_method("pixels"), "pixels", {}
+    )
     s = Searcher(load_index(tmp_path / "ix"))
     assert not s.has_text
     with pytest.raises(UserError, match="no text encoder"):

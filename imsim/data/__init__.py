@@ -16,9 +16,8 @@ def with_unseen(ds: Dataset, unseen: list[str]) -> Dataset:
     if unknown:
         raise UserError(f"unseen classes {unknown} are not in {ds.name}")
     idx = tuple(ds.class_names.index(c) for c in unseen)
-    ds.split = ClassSplit(
-        seen=tuple(i for i in range(len(ds.class_names)) if i not in idx), unseen=idx
-    )
+    ds.split = ClassSplit(seen=tuple(i for i in range(len(ds.class_names)) if i not in idx),
+                          unseen=idx)
     return ds
 
 

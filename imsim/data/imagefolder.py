@@ -101,11 +101,7 @@ def _iter_decoded(
 
 
 def _load_split(
-    tree: _Tree,
-    by_class: dict[str, list[str]],
-    classes: list[str],
-    size: int,
-    split: str,
+    tree: _Tree, by_class: dict[str, list[str]], classes: list[str], size: int, split: str,
     skipped: list[str],
 ) -> Split:
     files = [f for c in classes for f in by_class.get(c, [])]

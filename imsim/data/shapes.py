@@ -19,28 +19,12 @@ import numpy as np
 from imsim.data.types import ClassSplit, Dataset, Split
 
 SHAPES = (
-    "circle",
-    "triangle",
-    "square",
-    "star",
-    "cross",
-    "ring",
-    "crescent",
-    "hexagon",
-    "rhombus",
-    "half_disc",
+    "circle", "triangle", "square", "star", "cross",
+    "ring", "crescent", "hexagon", "rhombus", "half_disc",
 )
 COLORS = (
-    "red",
-    "orange",
-    "yellow",
-    "lime",
-    "green",
-    "teal",
-    "azure",
-    "blue",
-    "purple",
-    "magenta",
+    "red", "orange", "yellow", "lime", "green",
+    "teal", "azure", "blue", "purple", "magenta",
 )
 # Held-out (shape, color) combinations: shapes 0-4 and colors 0-4, each exactly twice.
 UNSEEN_COMBOS = ((0, 0), (0, 1), (1, 1), (1, 2), (2, 2), (2, 3), (3, 3), (3, 4), (4, 4), (4, 0))
@@ -130,8 +114,7 @@ def render(
         fg_h, rng.uniform(0.55, 1.0, n).astype(f32), rng.uniform(0.55, 1.0, n).astype(f32)
     )
     bg = _hsv_to_rgb(
-        rng.uniform(0, 1, n).astype(f32),
-        rng.uniform(0.0, 0.35, n).astype(f32),
+        rng.uniform(0, 1, n).astype(f32), rng.uniform(0.0, 0.35, n).astype(f32),
         rng.uniform(0.15, 0.9, n).astype(f32),
     )
     grad_dir = rng.uniform(0, 2 * np.pi, n).astype(f32)
@@ -160,9 +143,7 @@ def render(
     ramp = np.cos(grad_dir)[:, None, None] * gx + np.sin(grad_dir)[:, None, None] * gy
     bg_img = bg[:, None, None, :] * (1 + grad_amp[:, None, None, None] * ramp[..., None])
     phase = np.cos(stripe_dir)[:, None, None] * x + np.sin(stripe_dir)[:, None, None] * y
-    stripes = 1 - stripe_amp[:, None, None] * (
-        0.5 + 0.5 * np.sin(stripe_freq[:, None, None] * np.pi * phase)
-    )
+    stripes = 1 - stripe_amp[:, None, None] * (0.5 + 0.5 * np.sin(stripe_freq[:, None, None] * np.pi * phase))
     fg_img = fg[:, None, None, :] * stripes[..., None]
     img = mask[..., None] * fg_img + (1 - mask[..., None]) * bg_img
     img = img * gain[:, None, None, None]
@@ -190,19 +171,14 @@ def load_shapes(
 ) -> Dataset:
     """The ``shapes`` dataset: CIFAR-100-sized by default, classes 0-89 seen and 90-99 unseen.
 
-    The train split is rendered on first use: evaluation alone needs only the test split.
-    """
+The train split is rendered on first use: evaluation alone needs only the test split.
+"""
     return Dataset(
         name="shapes",
         class_names=class_names(),
         train=lambda: _make_split(train_per_class, np.random.default_rng([seed, 0]), size),
         test=_make_split(test_per_class, np.random.default_rng([seed, 1]), size),
         split=ClassSplit(seen=tuple(range(90)), unseen=tuple(range(90, 100))),
-        info={
-            "source": "generated",
-            "seed": seed,
-            "train_per_class": train_per_class,
-            "test_per_class": test_per_class,
-            "size": size,
-        },
+        info={"source": "generated", "seed": seed, "train_per_class": train_per_class,
+              "test_per_class": test_per_class, "size": size},
     )

@@ -14,11 +14,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imsim.cli import add_method_args, csv_list, positive_int, run
 from imsim.errors import UserError
 from imsim.methods import create_method, list_methods
 from search.backends import BACKENDS
+
+if TYPE_CHECKING:
+    from search.query import Searcher
 
 
 def _add_backend_args(p: argparse.ArgumentParser) -> None:
@@ -214,7 +218,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _searcher(args: argparse.Namespace):
+def _searcher(args: argparse.Namespace) -> Searcher:
     from search.index import load_index
     from search.query import Searcher
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -21,8 +22,10 @@ from imsim.methods.base import l2_normalize
 from imsim.results import make_results, record, write_json_atomic
 from search.backends import ExactBackend, FaissBackend, recall_at_k
 
+SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
-def _timed(fn, queries: np.ndarray, k: int) -> tuple[np.ndarray, dict[str, float]]:
+
+def _timed(fn: SearchFn, queries: np.ndarray, k: int) -> tuple[np.ndarray, dict[str, float]]:
     """One query at a time (a server's case): ids and per-query latency statistics in ms."""
     for q in queries[:3]:
         fn(q[None], k)  # warm-up

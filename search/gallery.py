@@ -16,13 +16,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from imsim.data.imagefolder import EXTENSIONS, decode_image
 from imsim.errors import UserError
+
+if TYPE_CHECKING:
+    from imsim.data import Dataset, Split
 
 DATASET_SPLITS = ("train", "test")
 DATASETS = ("shapes", "cifar100")
@@ -170,13 +173,13 @@ class DatasetGallery(Gallery):
         ]
 
     @cached_property
-    def _dataset(self):  # imsim.data.Dataset, loaded lazily
+    def _dataset(self) -> Dataset:
         from imsim.data import load_dataset
 
         return load_dataset(self.name, data_dir=self.data_dir, seed=self.seed)
 
     @property
-    def _split(self):
+    def _split(self) -> Split:
         return getattr(self._dataset, self.split)
 
     @property

@@ -6,6 +6,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,14 +15,14 @@ from imsim.errors import UserError
 from imsim.methods import create_method
 from imsim.methods.pixels import PixelsEmbedder
 from search.gallery import DatasetGallery, FolderGallery, ZipGallery, open_gallery
-from search.index import EMBEDDINGS, MANIFEST, build_index, load_index
+from search.index import EMBEDDINGS, MANIFEST, BuildReport, build_index, load_index
 from search.query import Searcher
 from tests.search.helpers import save_png, solid
 
 OPTS = {"recipe": "default", "clip_model": "ViT-B-32", "pretrained": "openai"}
 
 
-def _build(gallery_path: Path, out: Path, method: str = "pixels", **kw):  # noqa: ANN202
+def _build(gallery_path: Path, out: Path, method: str = "pixels", **kw: Any) -> BuildReport:
     return build_index(
         open_gallery(str(gallery_path)), out, create_method(method), method, OPTS, **kw
     )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,16 +14,15 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+import httpx
+from fastapi.testclient import TestClient
 
-from imsim.methods import create_method  # noqa: E402
-from search.gallery import FolderGallery, open_gallery  # noqa: E402
-from search.index import build_index, load_index  # noqa: E402
-from search.query import Searcher  # noqa: E402
-from search.server import Limits, create_app  # noqa: E402
-from tests.search.helpers import ColorWordsEmbedder, save_png, solid  # noqa: E402
+from imsim.methods import create_method
+from search.gallery import FolderGallery, open_gallery
+from search.index import build_index, load_index
+from search.query import Searcher
+from search.server import Limits, create_app
+from tests.search.helpers import ColorWordsEmbedder, save_png, serving, solid
 
 LIMITS = Limits(max_body_bytes=200_000, max_pixels=250_000, max_k=50)
 
@@ -197,21 +194,11 @@ def test_concurrent_requests_on_loopback(pixels_index: Path, shapes_folder: Path
         expected[key] = [h.row for h in hits]
     uploads = {key: (shapes_folder / key).read_bytes() for key in expected}
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(searcher, LIMITS), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
+    with serving(create_app(searcher, LIMITS)) as url:
 
         def one(i: int) -> tuple[str, int, list[int]]:
             key = list(expected)[i % len(expected)]
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as c:
+            with httpx.Client(base_url=url, timeout=20) as c:
                 r = c.post(
                     "/search",
                     files={"image": ("q.png", uploads[key], "image/png")},
@@ -225,7 +212,3 @@ def test_concurrent_requests_on_loopback(pixels_index: Path, shapes_folder: Path
         assert time.monotonic() - t0 < 30
         assert all(status == 200 for _, status, _ in answers)
         assert all(rows == expected[key] for key, _, rows in answers)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()

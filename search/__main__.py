@@ -265,7 +265,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_k=args.max_k,
     )
-    serve(_searcher(args), args.host, args.port, limits, args.concurrency)
+    searcher = _searcher(args)
+    _ = searcher.embedder  # load the model now: a missing or changed model fails at start
+    serve(searcher, args.host, args.port, limits, args.concurrency)
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from imsim.data.imagefolder import EXTENSIONS, decode_image
 from imsim.errors import UserError
@@ -237,8 +237,20 @@ def gallery_from_source(source: dict[str, Any]) -> Gallery:
     raise UserError(f"unknown gallery source {source!r}")
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """A uint8 (H, W, 3) array as PNG bytes (thumbnails for the web page)."""
+def thumbnail(data: bytes | np.ndarray, max_side: int = 256) -> tuple[bytes, str]:
+    """An item as a web thumbnail, aspect ratio kept: (encoded bytes, media type).
+
+    Small images (dataset splits) become PNG at their own size; larger ones JPEG.
+    """
+    if isinstance(data, np.ndarray):
+        im = Image.fromarray(data)
+    else:
+        im = Image.open(io.BytesIO(data))
+        im = ImageOps.exif_transpose(im).convert("RGB")
+    im.thumbnail((max_side, max_side))
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
+    if max(im.size) <= 64:
+        im.save(buf, format="PNG")
+        return buf.getvalue(), "image/png"
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue(), "image/jpeg"

@@ -9,7 +9,7 @@ Endpoints:
 - ``GET /``: the page.
 - ``GET /api/info``: the index (method, size, whether text queries work, limits).
 - ``GET /api/items?n=12&seed=0``: a random sample of gallery items, to pick a query from.
-- ``GET /api/items/{row}/image``: an item as PNG (when the indexed gallery is still there).
+- ``GET /api/items/{row}/image``: an item's thumbnail (when the indexed gallery is still there).
 - ``POST /search``: multipart form (``image`` file, ``item``, ``text``, ``k``, ``weight``,
   ``min_score``) or JSON (``image_base64`` instead of the file); returns the ranked hits.
 """
@@ -35,7 +35,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imsim.errors import UserError
-from search.gallery import Gallery, encode_png, gallery_from_source
+from search.gallery import Gallery, gallery_from_source, thumbnail
 from search.query import RequestTooLarge, Searcher, decode_upload
 
 FIELDS = ("item", "text", "k", "weight", "min_score")
@@ -178,7 +178,8 @@ class SearchService:
         it = self.searcher.index.items[row]
         return {"row": row, "key": it.key, "label": it.label}
 
-    def thumbnail(self, row: int) -> bytes:
+    def thumbnail(self, row: int) -> tuple[bytes, str]:
+        """Item ``row`` as (image bytes, media type); LookupError when the gallery is gone."""
         idx = self.searcher.index
         if not 0 <= row < len(idx):
             raise UserError(f"no item {row}; the index has {len(idx)}")
@@ -190,14 +191,14 @@ class SearchService:
                     self._gallery_error = str(e)
         if self._gallery is None:
             raise LookupError(self._gallery_error)
-        img = self._gallery.image_by_key(idx.items[row].key)
-        if max(img.shape[:2]) > 256:
-            from PIL import Image
-
-            im = Image.fromarray(img)
-            im.thumbnail((256, 256))
-            img = np.asarray(im)
-        return encode_png(img)
+        try:
+            data = self._gallery.read_key(idx.items[row].key)
+        except (OSError, KeyError) as e:
+            raise LookupError(f"{idx.items[row].key} is no longer in the gallery ({e})") from e
+        try:
+            return thumbnail(data)
+        except Exception as e:  # the file changed since indexing; decoders fail in many ways
+            raise LookupError(f"{idx.items[row].key} is no longer readable ({e})") from e
 
     def run(self, fields: dict[str, Any], image_bytes: bytes | None) -> dict[str, Any]:
         """One search from parsed request fields; raises UserError on bad input."""
@@ -323,10 +324,10 @@ def create_app(searcher: Searcher, limits: Limits | None = None) -> FastAPI:
     @app.get("/api/items/{row}/image")
     def item_image(row: int) -> Response:
         try:
-            png = service.thumbnail(row)
+            data, media_type = service.thumbnail(row)
         except LookupError as e:
-            return _error(404, f"thumbnails unavailable: {e}")
-        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+            return _error(404, f"thumbnail unavailable: {e}")
+        return Response(data, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/search")
     async def search(request: Request) -> dict[str, Any]:

@@ -212,3 +212,26 @@ def test_concurrent_requests_on_loopback(pixels_index: Path, shapes_folder: Path
         assert time.monotonic() - t0 < 30
         assert all(status == 200 for _, status, _ in answers)
         assert all(rows == expected[key] for key, _, rows in answers)
+
+
+def test_thumbnails_keep_the_aspect_ratio(tmp_path: Path) -> None:
+    wide = np.zeros((300, 600, 3), dtype=np.uint8)
+    wide[:, :300] = (250, 0, 0)
+    save_png(tmp_path / "g" / "photos" / "wide.png", wide)
+    build_index(
+        open_gallery(str(tmp_path / "g")),
+        tmp_path / "ix",
+        create_method("color-hist"),
+        "color-hist",
+        {},
+    )
+    client = TestClient(create_app(Searcher(load_index(tmp_path / "ix")), LIMITS))
+    r = client.get("/api/items/0/image")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    im = Image.open(io.BytesIO(r.content))
+    assert im.size == (256, 128)
+    assert im.getpixel((10, 64))[0] > 200 and im.getpixel((250, 64))[0] < 50
+    (tmp_path / "g" / "photos" / "wide.png").write_bytes(b"now garbage")
+    client = TestClient(create_app(Searcher(load_index(tmp_path / "ix")), LIMITS))
+    r = client.get("/api/items/0/image")
+    assert r.status_code == 404 and "no longer readable" in r.json()["error"]

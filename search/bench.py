@@ -10,6 +10,7 @@ faiss's clustering, so it is reported there only as a lower bound.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -115,6 +116,18 @@ def _without_self(ids: np.ndarray, self_ids: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _conditions(load_before: tuple[float, ...]) -> dict:
+    """What else the machine was doing: latency on a shared CPU depends on it."""
+    return {
+        "loadavg_1_5_15_before": list(load_before),
+        "loadavg_1_5_15_after": list(os.getloadavg()),
+        "thread_env": {v: os.environ[v] for v in THREAD_VARS if v in os.environ},
+    }
+
+
 def _records(rows: list[dict], protocol: str, k: int) -> list[dict]:
     out = []
     for r in rows:
@@ -129,6 +142,7 @@ def recall(args: argparse.Namespace, nprobes: list[int]) -> int:
     """faiss recall@k against exact search, with leave-one-out queries from the index."""
     from search.index import load_index
 
+    load = os.getloadavg()
     index = load_index(args.index)
     x = index.vectors
     n = len(x)
@@ -155,6 +169,7 @@ def recall(args: argparse.Namespace, nprobes: list[int]) -> int:
             "source": index.manifest["source"],
             "items": n,
         },
+        conditions=_conditions(load),
     )
     print(f"wrote {write_json_atomic(args.out, doc)}", file=sys.stderr)
     return 0
@@ -162,6 +177,7 @@ def recall(args: argparse.Namespace, nprobes: list[int]) -> int:
 
 def latency(args: argparse.Namespace, sizes: list[int], nprobes: list[int]) -> int:
     """Query latency of exact and faiss search on random unit vectors of each size."""
+    load = os.getloadavg()
     rows: list[dict] = []
     for n in tqdm(sizes, desc="sizes", unit="size"):
         if n < args.queries or n < args.k:
@@ -182,6 +198,7 @@ def latency(args: argparse.Namespace, sizes: list[int], nprobes: list[int]) -> i
         _records(rows, "search-latency", args.k),
         config=vars(args),
         data="random unit vectors (standard normal, L2-normalized)",
+        conditions=_conditions(load),
     )
     print(f"wrote {write_json_atomic(args.out, doc)}", file=sys.stderr)
     return 0

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,7 @@ def build_index(
     rebuild: bool = False,
 ) -> BuildReport:
     """Embed the gallery into ``out``, re-using rows of an existing compatible index there."""
+    t0 = time.perf_counter()
     out = Path(out)
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
@@ -240,6 +242,11 @@ def build_index(
         "source": gallery.source,
         "embeddings": {"file": EMBEDDINGS, "dtype": dtype, "shape": list(vectors.shape)},
         "env": environment(),
+        "build": {
+            "embedded": len(fresh),
+            "reused": len(kept) - len(fresh),
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
         "skipped": skipped,
         "items": [{"key": it.key, "label": it.label, "fingerprint": it.fingerprint} for it in kept],
     }

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from imsim.data.imagefolder import decode_image
 from imsim.errors import UserError
@@ -66,8 +66,13 @@ def decode_upload(data: bytes, size: int, max_pixels: int) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             fmt = im.format
-    except Exception as e:  # any failure to identify untrusted bytes is bad input
-        raise UserError(f"the upload is not an image this server can read ({e})") from e
+    except UnidentifiedImageError as e:
+        raise UserError(
+            "the upload is not an image in a format this server reads (JPEG, PNG, GIF, BMP, "
+            "WebP, TIFF, ...)"
+        ) from e
+    except Exception as e:  # any other failure to read untrusted bytes is bad input too
+        raise UserError(f"the upload is not a readable image ({type(e).__name__}: {e})") from e
     if w * h > max_pixels:
         raise RequestTooLarge(f"the image is {w}x{h} pixels; the limit is {max_pixels} pixels")
     try:

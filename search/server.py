@@ -124,6 +124,8 @@ def _error(status: int, message: str) -> JSONResponse:
 def _int(name: str, value: Any, default: int) -> int:
     if value is None or value == "":
         return default
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise UserError(f"{name} must be an integer, got {value!r}")
     try:
         return int(value)
     except (TypeError, ValueError):

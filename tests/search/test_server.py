@@ -95,6 +95,8 @@ def test_upload_finds_the_same_image(client: TestClient, shapes_folder: Path) ->
         ({"json": {"k": 5}}, 400, "image, a text"),
         ({"json": {"item": 0, "k": 0}}, 400, "k must be between"),
         ({"json": {"item": 0, "k": "many"}}, 400, "integer"),
+        ({"json": {"item": 0, "k": 2.5}}, 400, "integer"),
+        ({"json": {"item": True}}, 400, "integer"),
         ({"json": {"item": 0, "weight": "nan", "text": "x"}}, 400, "finite"),
         ({"json": {"item": 0, "colour": "red"}}, 400, "unknown field"),
         ({"json": {"item": 0, "text": "a red circle"}}, 400, "no text encoder"),

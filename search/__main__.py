@@ -258,7 +258,12 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from search.server import Limits, serve
+    try:
+        from search.server import Limits, serve
+    except ImportError as e:
+        raise UserError(
+            f"serving needs the search extra ({e.name} is missing): pip install -e '.[search]'"
+        ) from e
 
     limits = Limits(
         max_body_bytes=int(args.max_upload_mb * 1024 * 1024),

@@ -192,11 +192,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     from search.gallery import open_gallery
     from search.index import build_index
 
+    options = vars(args)
+    embedder = create_method(args.method, **options)  # an unknown method fails before any work
     gallery = open_gallery(
         args.images, under=args.under, data_dir=args.data_dir, seed=args.data_seed
     )
-    options = vars(args)
-    embedder = create_method(args.method, **options)
     print(f"{args.images}: {len(gallery.items)} images", file=sys.stderr)
     rep = build_index(
         gallery,

@@ -1,0 +1,294 @@
+"""The search index: plain files in one folder, written atomically, updated incrementally.
+
+``INDEX_DIR/embeddings.npy`` holds one L2-normalized row per gallery item (float32 or float16);
+``INDEX_DIR/manifest.json`` holds, row by row, each item's key, label and fingerprint, plus the
+method, its model options and description, the preprocessing, the gallery source and the SHA-256
+of ``embeddings.npy``. Both are readable without this package (numpy and a JSON parser).
+
+Building writes a complete new folder beside the target and renames it into place, so a reader
+(or an interrupted build) never sees a half-written index. Re-building the same gallery with the
+same method re-uses the rows of items whose key and fingerprint are unchanged and embeds only new
+or changed ones; removed items are dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from imsim.errors import UserError
+from imsim.methods.base import Embedder, l2_normalize
+from imsim.results import environment
+from search.gallery import PREPROCESSING, Gallery, Item
+
+FORMAT = "imsim.search-index/1"
+MANIFEST = "manifest.json"
+EMBEDDINGS = "embeddings.npy"
+DTYPES = ("float32", "float16")
+DEFAULT_IMAGE_SIZE = 224
+# Options of ``imsim.cli.add_method_args`` that choose the model (recorded and re-applied when
+# the index is queried); device and batch size only say where and how fast it runs.
+MODEL_OPTIONS = ("recipe", "clip_model", "pretrained")
+RUNTIME_KEYS = frozenset({"device", "batch_size", "embed_seconds"})
+
+
+def _strip_runtime(obj: Any) -> Any:
+    """A method description without the keys that vary between runs of the same model."""
+    if isinstance(obj, dict):
+        return {k: _strip_runtime(v) for k, v in obj.items() if k not in RUNTIME_KEYS}
+    if isinstance(obj, list | tuple):
+        return [_strip_runtime(v) for v in obj]
+    return obj
+
+
+def has_text_encoder(embedder: Embedder) -> bool:
+    """True when the method overrides ``Embedder.embed_text`` (CLIP-style methods)."""
+    return type(embedder).embed_text is not Embedder.embed_text
+
+
+def method_record(item: str, options: dict[str, Any], embedder: Embedder) -> dict[str, Any]:
+    """What the manifest says about the method; two indexes are compatible when these match."""
+    return {
+        "item": item,
+        "name": embedder.spec.name,
+        "options": {k: options.get(k) for k in MODEL_OPTIONS if k in options},
+        "embedding_dim": int(embedder.spec.embedding_dim),
+        "text": has_text_encoder(embedder),
+        "describe": json.loads(json.dumps(_strip_runtime(embedder.describe()), default=str)),
+    }
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Index:
+    """A loaded index: float32 L2-normalized ``vectors`` and the manifest's rows and settings."""
+
+    path: Path
+    manifest: dict[str, Any]
+    vectors: np.ndarray
+    items: list[Item] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.items = [Item(r["key"], r["label"], r["fingerprint"]) for r in self.manifest["items"]]
+
+    @property
+    def method(self) -> dict[str, Any]:
+        return self.manifest["method"]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.manifest["preprocessing"]["image_size"])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def position(self, key: str) -> int:
+        """Row of the item with this key; UserError if there is none."""
+        try:
+            return self._positions[key]
+        except KeyError:
+            raise UserError(f"{key!r} is not an item of the index {self.path}") from None
+
+    @property
+    def _positions(self) -> dict[str, int]:
+        if not hasattr(self, "_pos"):
+            self._pos = {it.key: i for i, it in enumerate(self.items)}
+        return self._pos
+
+
+def load_index(path: str | Path, verify: bool = True) -> Index:
+    """Read an index folder; checks format, row count, dimension and (by default) the checksum."""
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise UserError(
+            f"{path} is not a search index (no {MANIFEST}); build one with python -m search index"
+        )
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{mpath} is unreadable ({e}); rebuild the index") from e
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{mpath} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+    emb = manifest["embeddings"]
+    epath = path / emb["file"]
+    if not epath.is_file():
+        raise UserError(f"{epath} is missing; rebuild the index")
+    if verify and sha256_file(epath) != emb["sha256"]:
+        raise UserError(f"{epath} does not match the checksum in {MANIFEST}; rebuild the index")
+    try:
+        vectors = np.load(epath, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{epath} is not a readable .npy file ({e}); rebuild the index") from e
+    n, d = len(manifest["items"]), manifest["method"]["embedding_dim"]
+    if vectors.shape != (n, d):
+        raise UserError(f"{epath} has shape {vectors.shape}, the manifest says ({n}, {d})")
+    return Index(path, manifest, np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+@dataclass
+class BuildReport:
+    index: Index
+    reused: int
+    embedded: int
+    removed: int
+    skipped: list[dict[str, str]]
+
+
+def build_index(
+    gallery: Gallery,
+    out: str | Path,
+    embedder: Embedder,
+    method_item: str,
+    options: dict[str, Any],
+    image_size: int | None = None,
+    dtype: str = "float32",
+    batch_size: int = 256,
+    rebuild: bool = False,
+) -> BuildReport:
+    """Embed the gallery into ``out``, re-using rows of an existing compatible index there."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
+    size = image_size or gallery.native_size or embedder.spec.input_size or DEFAULT_IMAGE_SIZE
+    method = method_record(method_item, options, embedder)
+    preprocessing = {"image_size": int(size), "decode": PREPROCESSING, "normalize": "L2"}
+
+    old: Index | None = None
+    if out.exists():
+        if not (out / MANIFEST).is_file():
+            if not out.is_dir() or any(out.iterdir()):
+                raise UserError(f"{out} exists and is not a search index; choose another --out")
+        elif not rebuild:
+            old = load_index(out)
+            settings = {"method": method, "preprocessing": preprocessing, "dtype": dtype}
+            before = {
+                "method": old.method,
+                "preprocessing": old.manifest["preprocessing"],
+                "dtype": old.manifest["embeddings"]["dtype"],
+            }
+            changed = [k for k in settings if settings[k] != before[k]]
+            if changed:
+                raise UserError(
+                    f"{out} was built with other {' and '.join(changed)} settings; pass "
+                    "--rebuild to replace it or choose another --out"
+                )
+
+    reuse: dict[tuple[str, str], int] = {}
+    if old is not None:
+        reuse = {(it.key, it.fingerprint): i for i, it in enumerate(old.items)}
+    todo = [i for i, it in enumerate(gallery.items) if (it.key, it.fingerprint) not in reuse]
+    fresh: dict[int, np.ndarray] = {}
+    skipped: list[dict[str, str]] = []
+    bar = tqdm(total=len(todo), desc=f"embed {method['name']}", unit="img", mininterval=1.0)
+    batch: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if batch:
+            feats = l2_normalize(embedder.embed(np.stack([img for _, img in batch])))
+            fresh.update({i: f for (i, _), f in zip(batch, feats, strict=True)})
+            bar.update(len(batch))
+            batch.clear()
+
+    for i, img, err in gallery.iter_images(todo, size):
+        if img is None:
+            print(
+                f"warning: skipping unreadable image {gallery.items[i].key} ({err})",
+                file=sys.stderr,
+            )
+            skipped.append({"key": gallery.items[i].key, "error": str(err)})
+            bar.update(1)
+            continue
+        batch.append((i, img))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    bar.close()
+
+    rows, kept = [], []
+    for i, it in enumerate(gallery.items):
+        if (it.key, it.fingerprint) in reuse:
+            rows.append(old.vectors[reuse[(it.key, it.fingerprint)]])  # type: ignore[union-attr]
+            kept.append(it)
+        elif i in fresh:
+            rows.append(fresh[i])
+            kept.append(it)
+    if not kept:
+        raise UserError("no gallery image could be read; nothing to index")
+    vectors = np.stack(rows).astype(dtype)
+    manifest = {
+        "format": FORMAT,
+        "method": method,
+        "preprocessing": preprocessing,
+        "source": gallery.source,
+        "embeddings": {"file": EMBEDDINGS, "dtype": dtype, "shape": list(vectors.shape)},
+        "env": environment(),
+        "build": {
+            "embedded": len(fresh),
+            "reused": len(kept) - len(fresh),
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+        "skipped": skipped,
+        "items": [{"key": it.key, "label": it.label, "fingerprint": it.fingerprint} for it in kept],
+    }
+    write_index(out, vectors, manifest)
+    removed = 0 if old is None else len({it.key for it in old.items} - {it.key for it in kept})
+    return BuildReport(
+        index=load_index(out),
+        reused=len(kept) - len(fresh),
+        embedded=len(fresh),
+        removed=removed,
+        skipped=skipped,
+    )
+
+
+def write_index(out: Path, vectors: np.ndarray, manifest: dict[str, Any]) -> None:
+    """Write a complete index into a temporary folder beside ``out``, then swap it into place.
+
+    At every moment ``out`` is either the previous complete index, absent (for the instant
+    between the two renames), or the new complete one.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; an index is an ordinary folder
+        with open(tmp / EMBEDDINGS, "wb") as f:
+            np.save(f, vectors, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        manifest["embeddings"]["sha256"] = sha256_file(tmp / EMBEDDINGS)
+        with open(tmp / MANIFEST, "w") as f:
+            json.dump(manifest, f, indent=1, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, trash / "index")
+            os.rename(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

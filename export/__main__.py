@@ -86,6 +86,7 @@ def weight_files(args: argparse.Namespace) -> dict[str, dict[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     item = method_item(args.method, args.checkpoint)
+    files = weight_files(args)
     options = {**vars(args), "device": "cpu"}  # export traces on the CPU in fp32
     method = create_method(item, **options)
     name = method.spec.name
@@ -93,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         raise UserError(f"method {name!r} is not a single network; there is nothing to export")
     module = module.float().eval().to("cpu")
-    files = weight_files(args)
 
     ds = load_data_from_args(args)
     pool = ds.test.subset(ds.split.unseen)
@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def write_fp32(tmp: Path) -> None:
         export_onnx(module, tmp, (h, w), args.opset)
-        common["checks_fp32"] = verify(module, tmp, "fp32", sets, tolerances_for("fp32"))
+        common["checks_fp32"] = verify(
+            module, tmp, "fp32", sets, tolerances_for("fp32"), fp32_path.name
+        )
 
     write_bytes_atomic(fp32_path, write_fp32)
     side32 = {
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         from export.graph import check_graph
 
         check_graph(onnx.load(str(tmp)))
-        checks16.update(verify(module, tmp, "fp16", sets, tolerances_for("fp16")))
+        checks16.update(verify(module, tmp, "fp16", sets, tolerances_for("fp16"), fp16_path.name))
 
     write_bytes_atomic(fp16_path, write_fp16)
     side16 = {

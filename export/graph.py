@@ -49,7 +49,10 @@ def export_onnx(
     dummy = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8)
     wrapped = UInt8Input(module).eval()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
+        # The exporter's deprecation notes and tracer remarks; a trace that does not generalize
+        # is caught by ``verify`` on other batch sizes and real images instead.
+        for category in (DeprecationWarning, FutureWarning, UserWarning, torch.jit.TracerWarning):
+            warnings.simplefilter("ignore", category)
         torch.onnx.export(
             wrapped,
             (dummy,),
@@ -86,6 +89,7 @@ def verify(
     precision: str,
     sets: dict[str, np.ndarray],
     tol: Tolerances,
+    label: str,
 ) -> dict[str, dict[str, float]]:
     """Run the graph on ONNX Runtime (CPU) against the module on each image set; raise on FAIL.
 
@@ -99,9 +103,7 @@ def verify(
         ref = reference_embed(module, images)
         out = session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
         if out.shape != ref.shape:
-            raise UserError(
-                f"{path.name} returns {out.shape} on {name} images, PyTorch {ref.shape}"
-            )
+            raise UserError(f"{label} returns {out.shape} on {name} images, PyTorch {ref.shape}")
         m = tensor_metrics(ref, out)
         m["norm_error_max"] = float(np.max(np.abs(np.linalg.norm(out, axis=1) - 1.0)))
         m["n"] = len(images)
@@ -113,7 +115,7 @@ def verify(
         )
         if not ok:
             raise UserError(
-                f"{path.name} ({precision}) does not match PyTorch on {name} images: cosine min "
+                f"{label} ({precision}) does not match PyTorch on {name} images: cosine min "
                 f"{m['cosine_min']:.7f} (need >= {tol.cos_min}), mean {m['cosine_mean']:.7f} "
                 f"(need >= {tol.cos_mean}), output norm off by {m['norm_error_max']:.2e} "
                 f"(need <= {NORM_TOLERANCE}); the file was not kept"

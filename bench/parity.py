@@ -172,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     module = method.as_module()
     if module is None:
         raise UserError(f"method {name!r} is not a single network; there is no backend to compare")
+    backend = create_backend(args.backend, method, options_from_args(args))
     ds = load_data_from_args(args)
     if method.spec.fits_on_seen:
         method.fit(ds.train.subset(ds.split.seen), ds.class_names)
     pool = ds.test.subset(ds.split.unseen)
-    backend = create_backend(args.backend, method, options_from_args(args))
     reference = TorchBackend(module, "fp32", args.device, channels_last=False, compile=False)
     print(
         f"{name}: {backend.name} {backend.precision} on {backend.device} vs PyTorch fp32 eager "

@@ -159,3 +159,18 @@ def register(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def images(n: int = 8, size: int = 32, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+if __name__ == "__main__":
+    # python -m tests.nets {export|parity} ARGS: the real commands with the test networks
+    # registered, to measure export and parity on them from the command line.
+    import sys
+
+    from imsim.cli import run
+
+    commands = {"export": "export.__main__", "parity": "bench.parity"}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(f"usage: python -m tests.nets {{{','.join(commands)}}} ARGS")
+    register(pytest.MonkeyPatch())
+    cli = __import__(commands[sys.argv[1]], fromlist=["main"])
+    run(cli.main, sys.argv[2:])

@@ -11,7 +11,9 @@ import argparse
 import sys
 import time
 
+from imsim.backends import BackendEmbedder, create_backend, options_from_args
 from imsim.cli import (
+    add_backend_args,
     add_data_args,
     add_method_args,
     csv_list,
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n")[0])
     add_data_args(p)
     add_method_args(p)
+    add_backend_args(p)
     names = ", ".join(list_methods())
     p.add_argument(
         "--methods",
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     described: dict[str, dict] = {}
     for item in methods:
         method = create_method(item, **vars(args))
+        if args.backend:
+            method = BackendEmbedder(
+                method, create_backend(args.backend, method, options_from_args(args))
+            )
         name = method.spec.name
         if method.spec.fits_on_seen:
             method.fit(ds.train.subset(ds.split.seen), ds.class_names)

@@ -96,3 +96,53 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def add_backend_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """Which inference backend runs a method's network, and its options (with ``--device``)."""
+    from imsim.backends import list_backends
+
+    g = p.add_argument_group("inference backend")
+    g.add_argument(
+        "--backend",
+        required=required,
+        default=None,
+        choices=list_backends(),
+        help="run the method's network on this backend"
+        + ("" if required else " instead of its own embed (neural methods only)"),
+    )
+    g.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16", "bf16"),
+        help="torch: fp32/fp16/bf16; onnxruntime: fp32/fp16 (M.onnx/M.fp16.onnx); trt: fp16/fp32",
+    )
+    g.add_argument("--onnx-dir", default="artifacts/onnx", help="where python -m export wrote")
+    g.add_argument(
+        "--engine-dir", default="artifacts/engines", help="where python -m engines.build wrote"
+    )
+    g.add_argument("--compile", action="store_true", help="torch: torch.compile the module")
+    g.add_argument(
+        "--no-channels-last", action="store_true", help="torch: keep contiguous (NCHW) weights"
+    )
+    g.add_argument(
+        "--ort-provider",
+        default=None,
+        choices=("cpu", "cuda", "tensorrt"),
+        help="onnxruntime execution provider (default: cpu, or cuda with --device cuda)",
+    )
+    g.add_argument(
+        "--ort-opt-level",
+        default=None,
+        choices=("disable", "basic", "extended", "all"),
+        help="onnxruntime graph optimization (default: extended for fp16 on cpu, else all)",
+    )
+
+
+def method_item(method: str, checkpoint: str | None) -> str:
+    """The registry item for ``--method M [--checkpoint PATH]``: ``M`` or ``M:PATH``."""
+    if checkpoint is None:
+        return method
+    if ":" in method:
+        raise UserError(f"give the checkpoint once: --method {method} or --checkpoint, not both")
+    return f"{method}:{checkpoint}"

@@ -1,0 +1,218 @@
+"""``python -m bench.parity --method M --backend B --precision P``: does a backend match PyTorch?
+
+Embeds the unseen-class test images with the reference (the method's module in PyTorch, fp32,
+eager, TF32 off) and with the backend, then checks, with stated tolerances:
+- tensor level: per-sample cosine (min, mean); max / median / p99 absolute error are reported;
+- task level: top-1 nearest-neighbour agreement and top-5 neighbour-set overlap over the pool,
+  and the accuracy delta under the seed protocol and episodes.
+Prints PASS/FAIL per check, writes the results JSON (``passed`` plus one record per check) and
+exits 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+import numpy as np
+
+from imsim.backends import Backend, BackendEmbedder, create_backend, options_from_args
+from imsim.backends.torch_backend import TorchBackend
+from imsim.cli import (
+    add_backend_args,
+    add_data_args,
+    add_method_args,
+    load_data_from_args,
+    method_item,
+    positive_int,
+    run,
+)
+from imsim.data.types import Split
+from imsim.errors import UserError
+from imsim.methods import Embedder, create_method, embed_all, list_methods
+from imsim.parity import Tolerances, at_least, neighbour_agreement, tensor_metrics, tolerances_for
+from imsim.protocols import episodes, seed
+from imsim.results import make_results, record, write_json_atomic
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.parity", description=__doc__.split("\n")[0])
+    p.add_argument("--method", required=True, help=f"one of {', '.join(list_methods())}")
+    p.add_argument("--checkpoint", default=None, help="weights file of a trained method")
+    add_method_args(p)
+    add_data_args(p)
+    add_backend_args(p, required=True)
+    p.add_argument("--episodes", type=positive_int, default=1000, help="episodes for the delta")
+    p.add_argument("--ways", type=positive_int, default=10, help="episodes: classes per episode")
+    p.add_argument("--shots", type=positive_int, default=5, help="episodes: support per class")
+    p.add_argument("--queries", type=positive_int, default=15, help="episodes: queries per class")
+    p.add_argument("--seed", type=int, default=0, help="seed of the episode sampler")
+    g = p.add_argument_group("tolerances (defaults depend on --precision)")
+    g.add_argument("--cos-min", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.999")
+    g.add_argument("--cos-mean", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.9999")
+    g.add_argument("--top1-agreement", type=float, default=None, help="default 0.99")
+    g.add_argument("--top5-overlap", type=float, default=None, help="default 0.98")
+    g.add_argument("--acc-delta", type=float, default=None, help="points; default 0.3")
+    p.add_argument("--out", default=None, help="results JSON (default: results/parity/M-B-P.json)")
+    return p
+
+
+def tolerances_from_args(args: argparse.Namespace) -> Tolerances:
+    tol = tolerances_for(args.precision)
+    given = {
+        "cos_min": args.cos_min,
+        "cos_mean": args.cos_mean,
+        "top1_agreement": args.top1_agreement,
+        "top5_overlap": args.top5_overlap,
+        "acc_delta_points": args.acc_delta,
+    }
+    return dataclasses.replace(tol, **{k: v for k, v in given.items() if v is not None})
+
+
+def accuracies(
+    method: Embedder, feats: np.ndarray, pool: Split, unseen: tuple[int, ...], class_names, cfg
+) -> dict[tuple[str, str], float]:
+    """Seed-protocol top-k/top-1 and episodes top-1 of one set of pool features."""
+    scorer = method.scorer(feats, class_names)
+    rows = seed.evaluate(scorer, pool.labels, unseen, method.spec.name)
+    rows += episodes.evaluate(
+        scorer,
+        pool.labels,
+        unseen,
+        method.spec.name,
+        ways=cfg["ways"],
+        shots=cfg["shots"],
+        queries=cfg["queries"],
+        episodes=cfg["episodes"],
+        seed=cfg["seed"],
+    )
+    return {(r["protocol"], r["metric"]): r["value"] for r in rows}
+
+
+def compare(
+    method: Embedder,
+    backend: Backend,
+    reference: Backend,
+    pool: Split,
+    unseen: tuple[int, ...],
+    class_names: list[str],
+    tol: Tolerances,
+    episode_cfg: dict,
+    batch_size: int = 256,
+) -> tuple[list[dict], bool]:
+    """All checks of ``backend`` against ``reference`` on ``pool``: (records, passed)."""
+    name = method.spec.name
+    ref = embed_all(BackendEmbedder(method, reference), pool.images, "reference", batch_size)
+    out = embed_all(BackendEmbedder(method, backend), pool.images, backend.name, batch_size)
+    tags = {"backend": backend.name, "precision": backend.precision, "device": backend.device}
+    rows: list[dict] = []
+
+    def check(protocol: str, metric: str, value: float, limit: float, op: str, **extra) -> None:
+        ok = at_least(value, limit) if op == ">=" else bool(abs(value) <= limit)
+        rows.append(
+            record(
+                name, protocol, metric, value, **tags, tolerance=limit, op=op, passed=ok, **extra
+            )
+        )
+
+    t = tensor_metrics(ref, out)
+    check("parity", "cosine_min", t["cosine_min"], tol.cos_min, ">=", level="tensor")
+    check("parity", "cosine_mean", t["cosine_mean"], tol.cos_mean, ">=", level="tensor")
+    for k in ("abs_max", "abs_median", "abs_p99"):
+        rows.append(record(name, "parity", k, t[k], **tags, level="tensor"))
+    nb = neighbour_agreement(ref, out, k=5)
+    check("parity", "top1_agreement", nb["top1_agreement"], tol.top1_agreement, ">=", level="task")
+    top5 = next(k for k in nb if k.endswith("_overlap"))
+    check("parity", top5, nb[top5], tol.top5_overlap, ">=", level="task")
+    acc_ref = accuracies(method, ref, pool, unseen, class_names, episode_cfg)
+    acc_out = accuracies(method, out, pool, unseen, class_names, episode_cfg)
+    for (protocol, metric), r in acc_ref.items():
+        delta = 100.0 * (acc_out[(protocol, metric)] - r)
+        check(
+            protocol,
+            f"{metric}_delta_points",
+            delta,
+            tol.acc_delta_points,
+            "abs<=",
+            level="task",
+            reference=r,
+            backend_value=acc_out[(protocol, metric)],
+        )
+    return rows, all(r["passed"] for r in rows if "passed" in r)
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| check | value | tolerance | result |", "|---|---|---|---|"]
+    for r in rows:
+        metric = r["metric"] if r["protocol"] == "parity" else f"{r['protocol']} {r['metric']}"
+        v = r["value"]
+        if metric.startswith("cosine"):
+            value = f"{v:.7f}"
+        elif r["metric"].startswith(("top1_agreement", "top5_overlap")):
+            value = f"{v:.4f}"
+        else:
+            value = f"{v:.4g}"
+        if "passed" in r:
+            op = ">=" if r["op"] == ">=" else "abs <="
+            lines.append(
+                f"| {metric} | {value} | {op} {r['tolerance']} | "
+                f"{'PASS' if r['passed'] else 'FAIL'} |"
+            )
+        else:
+            lines.append(f"| {metric} | {value} | (reported) | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    tol = tolerances_from_args(args)
+    method = create_method(method_item(args.method, args.checkpoint), **vars(args))
+    name = method.spec.name
+    module = method.as_module()
+    if module is None:
+        raise UserError(f"method {name!r} is not a single network; there is no backend to compare")
+    backend = create_backend(args.backend, method, options_from_args(args))
+    ds = load_data_from_args(args)
+    if method.spec.fits_on_seen:
+        method.fit(ds.train.subset(ds.split.seen), ds.class_names)
+    pool = ds.test.subset(ds.split.unseen)
+    reference = TorchBackend(module, "fp32", args.device, channels_last=False, compile=False)
+    print(
+        f"{name}: {backend.name} {backend.precision} on {backend.device} vs PyTorch fp32 eager "
+        f"on {reference.device}, {len(pool)} unseen-class test images of {ds.name}",
+        file=sys.stderr,
+    )
+    cfg = {k: getattr(args, k) for k in ("episodes", "ways", "shots", "queries", "seed")}
+    rows, passed = compare(
+        method,
+        backend,
+        reference,
+        pool,
+        ds.split.unseen,
+        ds.class_names,
+        tol,
+        cfg,
+        args.batch_size,
+    )
+    print(format_table(rows))
+    print(f"{name} {backend.name} {backend.precision}: {'PASS' if passed else 'FAIL'}")
+    out = args.out or f"results/parity/{name}-{args.backend}-{args.precision}.json"
+    doc = make_results(
+        "parity",
+        rows,
+        config=vars(args),
+        passed=passed,
+        tolerances=tol.to_dict(),
+        dataset={"name": ds.name, "info": ds.info, "n_images": len(pool)},
+        method=method.describe(),
+        backend=backend.describe(),
+        reference=reference.describe(),
+        seeds={"episodes": args.seed, "data": args.data_seed},
+    )
+    print(f"wrote {write_json_atomic(out, doc)}", file=sys.stderr)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    run(main)

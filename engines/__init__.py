@@ -1,0 +1,1 @@
+"""``python -m engines.build``: TensorRT engines from the exported ONNX files, with manifests."""

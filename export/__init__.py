@@ -1,0 +1,1 @@
+"""``python -m export``: ONNX exports (FP32 and FP16) of the neural methods, with sidecars."""

@@ -1,0 +1,158 @@
+"""``onnxruntime``: an exported ONNX file (``M.onnx`` or ``M.fp16.onnx``) on ONNX Runtime.
+
+Providers: the CPU provider by default, CUDA or TensorRT where onnxruntime-gpu is installed. The
+file's sidecar is checked first: the file must be unchanged since export and exported from the
+very weights of the method it stands in for.
+
+Graph optimization level: FP16 graphs on the CPU provider use ``ORT_ENABLE_EXTENDED``, because
+onnxruntime 1.32 segfaults while creating a session for an FP16 ViT graph at ``ORT_ENABLE_ALL``
+(a crash no error handling can catch); everything else uses ``ORT_ENABLE_ALL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imsim.artifacts import check_weights, load_onnx_sidecar, onnx_path
+from imsim.backends.base import Backend, BackendOptions, method_module
+from imsim.errors import UserError
+from imsim.methods.base import Embedder
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def default_opt_level(precision: str, provider: str) -> str:
+    """``extended`` for FP16 graphs on the CPU provider (see the module docstring), else ``all``."""
+    return "extended" if precision == "fp16" and provider == "cpu" else "all"
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError(
+            "onnxruntime is not installed; pip install onnxruntime (or onnxruntime-gpu)"
+        ) from None
+    return onnxruntime
+
+
+def create_session(
+    path: str | Path,
+    provider: str = "cpu",
+    opt_level: str | None = None,
+    precision: str = "fp32",
+    cache_dir: str | Path = "artifacts/engines/ort-trt",
+):
+    """An ONNX Runtime session on ``provider`` (with CPU fallback) at a deliberate optimization
+    level (``default_opt_level`` unless given)."""
+    ort = _import_ort()
+    if provider not in PROVIDERS:
+        raise UserError(f"unknown ONNX Runtime provider {provider!r}; use {', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[provider]
+    if wanted not in ort.get_available_providers():
+        raise UserError(
+            f"ONNX Runtime has no {wanted} here (available: "
+            f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
+            "(pip install 'imsim[gpu]') on a machine with an NVIDIA GPU, or use the cpu provider"
+        )
+    level = opt_level or default_opt_level(precision, provider)
+    if level not in OPT_LEVELS:
+        raise UserError(f"unknown graph optimization level {level!r}; use {', '.join(OPT_LEVELS)}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    providers: list[Any] = []
+    if provider == "tensorrt":
+        providers.append(
+            (
+                wanted,
+                {
+                    "trt_fp16_enable": precision == "fp16",
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(cache_dir),
+                    "trt_timing_cache_enable": True,
+                },
+            )
+        )
+    if provider in ("tensorrt", "cuda"):
+        providers.append(PROVIDERS["cuda"])
+    providers.append(PROVIDERS["cpu"])
+    return ort.InferenceSession(str(path), so, providers=providers)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    precisions = ("fp32", "fp16")
+
+    def __init__(
+        self,
+        path: str | Path,
+        precision: str = "fp32",
+        device: str = "cpu",
+        provider: str | None = None,
+        opt_level: str | None = None,
+        cache_dir: str | Path = "artifacts/engines/ort-trt",
+        sidecar: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(precision, device)
+        self.path = Path(path)
+        self.sidecar = sidecar if sidecar is not None else load_onnx_sidecar(self.path)
+        if self.sidecar.get("precision") != precision:
+            raise UserError(
+                f"{self.path} holds a {self.sidecar.get('precision')} graph, not {precision}"
+            )
+        self.provider = provider or ("cpu" if device == "cpu" else "cuda")
+        self.opt_level = opt_level or default_opt_level(precision, self.provider)
+        self.session = create_session(
+            self.path, self.provider, self.opt_level, precision, cache_dir
+        )
+        (inp,) = self.session.get_inputs()
+        if inp.type != "tensor(uint8)":
+            raise UserError(f"{self.path} takes {inp.type}, not uint8 images; re-export it")
+        self.input_name = inp.name
+        self.output_name = self.session.get_outputs()[0].name
+        h, w = self.sidecar["input_size"]
+        self.input_size = (int(h), int(w))
+
+    @classmethod
+    def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> OnnxRuntimeBackend:
+        module = method_module(embedder, cls.name)
+        if options.precision not in cls.precisions:
+            raise UserError(f"backend 'onnxruntime' runs fp32 or fp16, not {options.precision!r}")
+        path = onnx_path(options.onnx_dir, embedder.spec.name, options.precision)
+        sidecar = load_onnx_sidecar(path, embedder.spec.name)
+        check_weights(sidecar, module, path)
+        return cls(
+            path,
+            precision=options.precision,
+            device=options.device,
+            provider=options.ort_provider,
+            opt_level=options.ort_opt_level,
+            cache_dir=Path(options.engine_dir) / "ort-trt",
+            sidecar=sidecar,
+        )
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: images})[0]
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            onnx=str(self.path),
+            onnx_sha256=self.sidecar.get("onnx_sha256"),
+            provider=self.session.get_providers()[0],
+            graph_optimization=self.opt_level,
+        )
+        return d

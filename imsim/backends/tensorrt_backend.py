@@ -1,0 +1,158 @@
+"""``trt``: a serialized TensorRT engine (10.x or 11.x), run from torch-owned CUDA buffers.
+
+No pycuda: torch allocates the device buffers and owns the one CUDA stream the engine runs on.
+The input and output buffers are allocated once for the profile's maximum batch; each call copies
+the batch in, sets the real input shape (``set_input_shape``), runs ``execute_async_v3`` on the
+stream and returns the output sliced to the real batch. Batches above the profile's maximum run
+in chunks. The engine's manifest is checked first (see ``engine_manifest``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from imsim.artifacts import check_weights, load_onnx_sidecar, onnx_path
+from imsim.backends.base import Backend, BackendOptions, method_module
+from imsim.backends.engine_manifest import check_manifest, engine_path, load_manifest
+from imsim.backends.torch_backend import require_device
+from imsim.errors import UserError
+from imsim.methods.base import Embedder
+
+NO_TENSORRT = (
+    "TensorRT is not installed here; the trt backend and engines.build need TensorRT 10 or 11 "
+    "and an NVIDIA GPU (pip install 'imsim[trt]' with NVIDIA's package index reachable)"
+)
+
+
+def require_tensorrt() -> ModuleType:
+    """The ``tensorrt`` module (10.x or newer), or a one-line error saying it is missing."""
+    try:
+        import tensorrt
+    except (ImportError, OSError):
+        raise UserError(NO_TENSORRT) from None
+    if trt_major(tensorrt.__version__) < 10:
+        raise UserError(f"TensorRT {tensorrt.__version__} is too old; install TensorRT 10 or 11")
+    return tensorrt
+
+
+def trt_major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        raise UserError(f"cannot read the TensorRT version {version!r}") from None
+
+
+def gpu_identity(device: torch.device) -> tuple[str, str]:
+    """(name, "major.minor" compute capability) of a CUDA device."""
+    major, minor = torch.cuda.get_device_capability(device)
+    return torch.cuda.get_device_name(device), f"{major}.{minor}"
+
+
+def require_cuda(device: str) -> torch.device:
+    dev = require_device(device if device != "cpu" else "cuda")
+    if dev.type != "cuda":
+        raise UserError("TensorRT runs on a CUDA GPU; use --device cuda")
+    return dev
+
+
+class TensorRTBackend(Backend):
+    name = "trt"
+    precisions = ("fp16", "fp32")
+
+    def __init__(self, engine: str | Path, onnx_dir: str | Path, device: str = "cuda") -> None:
+        trt = require_tensorrt()
+        dev = require_cuda(device)
+        self.engine_file = Path(engine)
+        self.manifest = load_manifest(self.engine_file, onnx_dir)
+        gpu, cc = gpu_identity(dev)
+        check_manifest(
+            self.manifest,
+            engine=self.engine_file,
+            onnx_dir=onnx_dir,
+            tensorrt_version=trt.__version__,
+            gpu_name=gpu,
+            compute_capability=cc,
+        )
+        super().__init__(self.manifest["precision"], str(dev))
+        self.torch_device = dev
+        self.gpu = gpu
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        with torch.cuda.device(dev):
+            self.engine = self.runtime.deserialize_cuda_engine(self.engine_file.read_bytes())
+        if self.engine is None:
+            raise UserError(f"TensorRT could not load {self.engine_file}; rebuild it")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{self.engine_file} must have one input and one output, has {names}")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        if self.engine.get_tensor_dtype(self.input_name) != trt.DataType.UINT8:
+            raise UserError(f"{self.engine_file} does not take uint8 images; rebuild it")
+        out_dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
+        out_dtype = out_dtypes.get(self.engine.get_tensor_dtype(self.output_name))
+        if out_dtype is None:
+            raise UserError(f"{self.engine_file} has an unexpected output type; rebuild it")
+        _, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
+        self.max_batch = int(max_shape[0])
+        self.input_size = (int(max_shape[1]), int(max_shape[2]))
+        dim = int(self.engine.get_tensor_shape(self.output_name)[1])
+        self.stream = torch.cuda.Stream(device=dev)
+        h, w = self.input_size
+        self.in_buf = torch.empty((self.max_batch, h, w, 3), dtype=torch.uint8, device=dev)
+        self.out_buf = torch.empty((self.max_batch, dim), dtype=out_dtype, device=dev)
+        self.context.set_tensor_address(self.input_name, self.in_buf.data_ptr())
+        self.context.set_tensor_address(self.output_name, self.out_buf.data_ptr())
+
+    @classmethod
+    def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> TensorRTBackend:
+        require_tensorrt()
+        if options.precision not in cls.precisions:
+            raise UserError(f"backend 'trt' runs fp16 or fp32 engines, not {options.precision!r}")
+        engine = engine_path(options.engine_dir, embedder.spec.name, options.precision)
+        manifest = load_manifest(engine, options.onnx_dir)
+        # The engine's source ONNX must come from this method's weights (the manifest ties the
+        # engine to the ONNX bytes, the ONNX sidecar ties those to the weights).
+        src = Path(options.onnx_dir) / manifest["onnx"]["file"]
+        if src.name not in {
+            onnx_path(options.onnx_dir, embedder.spec.name, p).name for p in ("fp32", "fp16")
+        }:
+            raise UserError(f"{engine} was built from {src.name}, not an export of this method")
+        check_weights(
+            load_onnx_sidecar(src, embedder.spec.name), method_module(embedder, "trt"), src
+        )
+        return cls(engine, options.onnx_dir, options.device)
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        h, w = self.input_size
+        out = []
+        for i in range(0, len(images), self.max_batch):
+            chunk = torch.from_numpy(images[i : i + self.max_batch])
+            b = len(chunk)
+            with torch.cuda.stream(self.stream):
+                self.in_buf[:b].copy_(chunk)
+                if not self.context.set_input_shape(self.input_name, (b, h, w, 3)):
+                    raise RuntimeError(f"TensorRT refused input shape {(b, h, w, 3)}")
+                if not self.context.execute_async_v3(self.stream.cuda_stream):
+                    raise RuntimeError("TensorRT execution failed")
+                res = self.out_buf[:b].float().cpu()  # waits for the stream
+            out.append(res.numpy())
+        return np.concatenate(out)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            engine=str(self.engine_file),
+            tensorrt_version=self.manifest["tensorrt_version"],
+            gpu=self.gpu,
+            profile=self.manifest["profile"],
+            onnx=self.manifest["onnx"],
+        )
+        return d

@@ -1,0 +1,116 @@
+"""``torch``: the method's own module in PyTorch, eager or ``torch.compile``d, CPU or CUDA.
+
+fp32 runs in strict IEEE fp32 (no TF32, no reduced-precision oneDNN matmuls): it is also the
+reference ``bench.parity`` compares every backend with. fp16 and bf16 run under
+``torch.autocast``, which keeps the ops PyTorch deems sensitive (LayerNorm, softmax, reductions)
+in fp32 without the module knowing, so any method's module runs unchanged; the final L2
+normalization is redone in fp32, like in the FP16 ONNX graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from imsim.backends.base import Backend, BackendOptions, method_module
+from imsim.errors import UserError
+from imsim.methods.base import Embedder
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def strict_fp32() -> None:
+    """Turn off TF32 and other reduced-precision fp32 math, process-wide."""
+    torch.set_float32_matmul_precision("highest")
+    spaces = [
+        getattr(torch.backends.cuda, "matmul", None),
+        getattr(torch.backends.cudnn, "conv", None),
+        getattr(torch.backends.cudnn, "rnn", None),
+        getattr(torch.backends.mkldnn, "matmul", None),
+        getattr(torch.backends.mkldnn, "conv", None),
+    ]
+    spaces = [s for s in spaces if s is not None and hasattr(s, "fp32_precision")]
+    if spaces:  # torch >= 2.9: per-backend precision settings (mixing with allow_tf32 is refused)
+        for s in spaces:
+            s.fp32_precision = "ieee"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def require_device(device: str) -> torch.device:
+    """The torch device, or a one-line error when CUDA is asked for and absent."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"device {device!r} asked for but CUDA is not available here "
+            "(no NVIDIA GPU or driver, or a CPU-only torch); use --device cpu"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"device {device!r} is not supported; use cpu or cuda")
+    return dev
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    precisions = ("fp32", "fp16", "bf16")
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        precision: str = "fp32",
+        device: str = "cpu",
+        channels_last: bool = True,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(precision, device)
+        self.torch_device = require_device(device)
+        if precision == "fp32":
+            strict_fp32()
+        # A private copy: moving or re-laying out the method's own module would change it for
+        # everything else that uses it (the parity reference included).
+        mod = copy.deepcopy(module).eval().to(self.torch_device)
+        if channels_last:
+            mod = mod.to(memory_format=torch.channels_last)
+        self.channels_last = channels_last
+        self.compiled = compile
+        self.module = torch.compile(mod, dynamic=True) if compile else mod
+
+    @classmethod
+    def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> TorchBackend:
+        return cls(
+            method_module(embedder, cls.name),
+            precision=options.precision,
+            device=options.device,
+            channels_last=options.channels_last,
+            compile=options.compile,
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.torch_device.type, dtype=DTYPES[self.precision])
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(images).to(self.torch_device, non_blocking=True)
+        with torch.inference_mode(), self._autocast():
+            y = self.module(x)
+        y = y.float()
+        if self.precision != "fp32":
+            y = F.normalize(y, dim=1, eps=1e-12)
+        return y.cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(channels_last=self.channels_last, compile=self.compiled)
+        if self.torch_device.type == "cuda":
+            d["gpu"] = torch.cuda.get_device_name(self.torch_device)
+        return d

@@ -1,0 +1,159 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from export.__main__ import main as export_main
+from imsim.backends import (
+    BackendEmbedder,
+    BackendOptions,
+    create_backend,
+    list_backends,
+)
+from imsim.backends.onnxruntime_backend import OnnxRuntimeBackend, default_opt_level
+from imsim.backends.torch_backend import TorchBackend
+from imsim.errors import UserError
+from imsim.methods import create_method
+from imsim.parity import tensor_metrics
+from tests import nets
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    nets.register(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """test-convnet exported once (fp32 + fp16) for the ONNX Runtime tests."""
+    mp = pytest.MonkeyPatch()
+    nets.register(mp)
+    out = tmp_path_factory.mktemp("onnx")
+    assert export_main(["--method", "test-convnet", "--out", str(out), "--check-images", "8"]) == 0
+    mp.undo()
+    return out
+
+
+def test_registry_names_and_unknown_backend(registered):
+    assert list_backends() == ["torch", "onnxruntime", "trt"]
+    with pytest.raises(UserError, match="unknown backend 'nope'"):
+        create_backend("nope", create_method("pixels"), BackendOptions())
+
+
+def test_torch_fp32_is_the_module_and_low_precision_is_close(registered):
+    method = create_method("test-convnet")
+    x = nets.images(16)
+    ref = method.embed(x)
+    fp32 = TorchBackend(method.as_module(), "fp32", channels_last=True)
+    np.testing.assert_allclose(fp32.embed(x), ref, atol=2e-6)
+    bf16 = create_backend("torch", method, BackendOptions(precision="bf16"))
+    out = bf16.embed(x)
+    t = tensor_metrics(ref, out)
+    # bf16 really ran (not bit-identical) and stayed close; output renormalized in fp32.
+    assert 0 < t["abs_max"] < 0.05 and t["cosine_min"] > 0.99
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    assert bf16.describe() == {
+        "backend": "torch",
+        "precision": "bf16",
+        "device": "cpu",
+        "channels_last": True,
+        "compile": False,
+    }
+    # The backend works on its own copy: the method's module keeps its layout and device.
+    assert method.as_module().body[0].weight.is_contiguous()
+
+
+def test_torch_refuses_bad_precision_and_missing_cuda(registered):
+    module = create_method("test-convnet").as_module()
+    with pytest.raises(UserError, match="runs fp32, fp16, bf16, not 'int8'"):
+        TorchBackend(module, "int8")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            TorchBackend(module, "fp16", device="cuda")
+
+
+def test_backend_embedder_keeps_the_method_and_swaps_the_embedding(registered):
+    method = create_method("test-convnet")
+    wrapped = BackendEmbedder(method, TorchBackend(method.as_module(), "fp32"))
+    assert wrapped.spec is method.spec and wrapped.as_module() is method.as_module()
+    assert wrapped.describe()["backend"]["backend"] == "torch"
+    x = nets.images(4)
+    np.testing.assert_allclose(wrapped.embed(x), method.embed(x), atol=2e-6)
+    with pytest.raises(UserError, match="uint8"):
+        wrapped.embed(x.astype(np.float32))
+
+
+def test_methods_without_a_network_are_refused(registered):
+    for backend in ("torch", "onnxruntime"):
+        with pytest.raises(UserError, match="not a single network"):
+            create_backend(backend, create_method("color-hist"), BackendOptions())
+
+
+def test_onnxruntime_matches_and_checks_input_size(exported, registered):
+    method = create_method("test-convnet")
+    opts = BackendOptions(onnx_dir=str(exported))
+    b = create_backend("onnxruntime", method, opts)
+    x = nets.images(5)
+    np.testing.assert_allclose(b.embed(x), method.embed(x), atol=1e-5)
+    assert b.describe()["provider"] == "CPUExecutionProvider"
+    with pytest.raises(UserError, match="built for 32x32 images, got 40x40"):
+        b.embed(nets.images(2, size=40))
+    with pytest.raises(UserError, match="runs fp32 or fp16, not 'bf16'"):
+        create_backend("onnxruntime", method, BackendOptions(precision="bf16", onnx_dir="x"))
+
+
+def test_fp16_on_cpu_defaults_to_extended_optimization():
+    assert default_opt_level("fp16", "cpu") == "extended"
+    assert default_opt_level("fp32", "cpu") == "all"
+    assert default_opt_level("fp16", "cuda") == "all"
+
+
+def test_onnxruntime_refuses_stale_or_foreign_files(exported, registered, tmp_path):
+    method = create_method("test-convnet")
+    # Not exported at all.
+    with pytest.raises(UserError, match=r"not found; export it: python -m export"):
+        create_backend("onnxruntime", method, BackendOptions(onnx_dir=str(tmp_path)))
+    # Exported from other weights (a different checkpoint).
+    ckpt = nets.save_checkpoint(nets.perturb(method.as_module(), 0.1), tmp_path / "w.safetensors")
+    other = create_method(f"test-convnet:{ckpt}")
+    with pytest.raises(UserError, match="exported from other weights"):
+        create_backend("onnxruntime", other, BackendOptions(onnx_dir=str(exported)))
+    # Changed after export.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in exported.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    with open(copy / "test-convnet.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(UserError, match="changed since it was exported"):
+        create_backend("onnxruntime", method, BackendOptions(onnx_dir=str(copy)))
+    # Sidecar of another precision or broken.
+    side = json.loads((copy / "test-convnet.fp16.onnx.json").read_text())
+    side["precision"] = "fp32"
+    (copy / "test-convnet.fp16.onnx.json").write_text(json.dumps(side))
+    with pytest.raises(UserError, match="holds a fp32 graph, not fp16"):
+        OnnxRuntimeBackend(copy / "test-convnet.fp16.onnx", "fp16")
+    (copy / "test-convnet.fp16.onnx.json").write_text("{not json")
+    with pytest.raises(UserError, match="unreadable"):
+        OnnxRuntimeBackend(copy / "test-convnet.fp16.onnx", "fp16")
+
+
+def test_onnxruntime_gpu_providers_missing_is_one_line(exported):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    with pytest.raises(UserError, match=r"no CUDAExecutionProvider here.*onnxruntime-gpu"):
+        OnnxRuntimeBackend(exported / "test-convnet.onnx", provider="cuda")
+    with pytest.raises(UserError, match="no TensorrtExecutionProvider"):
+        OnnxRuntimeBackend(exported / "test-convnet.onnx", provider="tensorrt")
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager(registered):
+    method = create_method("test-convnet")
+    x = nets.images(6)
+    compiled = TorchBackend(method.as_module(), "fp32", compile=True)
+    np.testing.assert_allclose(compiled.embed(x), method.embed(x), atol=1e-5)
+    assert compiled.describe()["compile"] is True

@@ -5,7 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CIFAR10_ZIP ?= ../shared/data/cifar10-jpg.zip
 
-.PHONY: venv quickstart test test-all lint accuracy clean
+DEMO_IMAGES ?= shapes:test
+DEMO_METHOD ?= pixels
+DEMO_INDEX ?= artifacts/search/demo-$(subst :,_,$(DEMO_METHOD))-$(subst /,_,$(subst :,_,$(DEMO_IMAGES)))
+DEMO_PORT ?= 8000
+ONNX_DIR ?= artifacts/onnx
+ENGINE_DIR ?= artifacts/engines
+
+.PHONY: venv quickstart test test-all lint accuracy onnx engines parity demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +44,28 @@ accuracy: venv
 		--out results/shapes/accuracy-baselines.json
 	$(BIN)/python -m bench.accuracy --data imagefolder:$(CIFAR10_ZIP) --methods pixels,color-hist \
 		--out results/cifar10/accuracy-baselines.json
+
+## ONNX (FP32 + FP16, checked against PyTorch) for every neural method whose weights are present.
+onnx: venv
+	$(BIN)/python -m export --method pixels --out $(ONNX_DIR)
+
+## FP16 TensorRT engines from the ONNX files (needs TensorRT and an NVIDIA GPU).
+engines: venv
+	$(BIN)/python -m engines.build --onnx-dir $(ONNX_DIR) --out $(ENGINE_DIR)
+
+## Parity of the optimized backends against PyTorch fp32 (exit 1 on FAIL).
+parity: onnx
+	$(BIN)/python -m bench.parity --method pixels --backend onnxruntime --precision fp32 \
+		--out results/shapes/parity/pixels-onnxruntime-fp32.json
+	$(BIN)/python -m bench.parity --method pixels --backend onnxruntime --precision fp16 \
+		--out results/shapes/parity/pixels-onnxruntime-fp16.json
+	$(BIN)/python -m bench.parity --method pixels --backend torch --precision bf16 \
+		--out results/shapes/parity/pixels-torch-bf16.json
+
+## Index a gallery (default: the built-in shapes test split) and serve the search page.
+demo: venv
+	$(BIN)/python -m search index --method $(DEMO_METHOD) --images $(DEMO_IMAGES) --out $(DEMO_INDEX)
+	$(BIN)/python -m search serve $(DEMO_INDEX) --port $(DEMO_PORT)
 
 clean:
 	rm -rf $(VENV) results/quickstart

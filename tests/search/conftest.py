@@ -12,10 +12,6 @@ from imsim.methods import registry
 from tests.search.helpers import ColorWordsEmbedder, save_png
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "browser: drives the web page in headless Chromium")
-
-
 @pytest.fixture
 def color_words(monkeypatch: pytest.MonkeyPatch) -> type[ColorWordsEmbedder]:
     """Register ``color-words`` for the duration of one test."""

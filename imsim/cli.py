@@ -132,6 +132,12 @@ def add_backend_args(p: argparse.ArgumentParser, required: bool = False) -> None
         help="onnxruntime execution provider (default: cpu, or cuda with --device cuda)",
     )
     g.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads (torch: intra-op pool; onnxruntime: intra-op); default: the runtime's",
+    )
+    g.add_argument(
         "--ort-opt-level",
         default=None,
         choices=("disable", "basic", "extended", "all"),

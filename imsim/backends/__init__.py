@@ -48,6 +48,7 @@ def options_from_args(args: argparse.Namespace) -> BackendOptions:
         compile=args.compile,
         ort_provider=args.ort_provider,
         ort_opt_level=args.ort_opt_level,
+        threads=getattr(args, "threads", None),
     )
 
 

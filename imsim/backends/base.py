@@ -4,6 +4,11 @@ lets a backend stand in for a method's own ``embed``.
 A backend runs one exported method with the embedder's contract: uint8 RGB (N, H, W, 3) in,
 float32 L2-normalized (N, D) out. Only how the network runs differs (PyTorch eager or compiled,
 ONNX Runtime, a TensorRT engine), never what it computes, which ``bench.parity`` checks.
+
+``embed`` is three steps every backend implements: ``prepare`` (host images -> the backend's
+input, on its device), ``run_prepared`` (the network, output left on the device) and ``fetch``
+(output -> host float32). ``bench.fps`` times ``embed`` end to end and ``run_prepared`` alone on
+inputs prepared once, so both modes run exactly the code ``embed`` runs.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class BackendOptions:
     compile: bool = False  # torch: torch.compile
     ort_provider: str | None = None  # onnxruntime: cpu | cuda | tensorrt (default from device)
     ort_opt_level: str | None = None  # onnxruntime: disable | basic | extended | all
+    threads: int | None = None  # CPU threads (torch: process-wide; onnxruntime: intra-op)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,8 +65,19 @@ class Backend(ABC):
         """The backend for a method instance (its module, or the artifacts exported from it)."""
 
     @abstractmethod
-    def _run(self, images: np.ndarray) -> np.ndarray:
-        """One batch of validated images -> (N, D) embeddings."""
+    def prepare(self, images: np.ndarray) -> Any:
+        """Validated uint8 (N, H, W, 3) host images -> the network's input, on the device."""
+
+    @abstractmethod
+    def run_prepared(self, x: Any) -> Any:
+        """Run the network on a prepared input; the (N, D) output may stay on the device."""
+
+    @abstractmethod
+    def fetch(self, y: Any) -> np.ndarray:
+        """An output of ``run_prepared`` -> float32 (N, D) numpy on the host."""
+
+    def synchronize(self) -> None:
+        """Wait for work queued on the device (no-op for synchronous backends)."""
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         check_images(images)
@@ -72,7 +89,8 @@ class Backend(ABC):
             )
         if len(images) == 0:
             raise UserError("no images to embed")
-        out = np.asarray(self._run(np.ascontiguousarray(images)), dtype=np.float32)
+        y = self.run_prepared(self.prepare(np.ascontiguousarray(images)))
+        out = np.asarray(self.fetch(y), dtype=np.float32)
         if out.ndim != 2 or len(out) != len(images):
             raise RuntimeError(f"{self.name} backend returned {out.shape} for {len(images)} images")
         return out

@@ -50,9 +50,11 @@ def create_session(
     opt_level: str | None = None,
     precision: str = "fp32",
     cache_dir: str | Path = "artifacts/engines/ort-trt",
+    threads: int | None = None,
 ):
     """An ONNX Runtime session on ``provider`` (with CPU fallback) at a deliberate optimization
-    level (``default_opt_level`` unless given)."""
+    level (``default_opt_level`` unless given), with ``threads`` intra-op threads (default: ONNX
+    Runtime's, one per physical core)."""
     ort = _import_ort()
     if provider not in PROVIDERS:
         raise UserError(f"unknown ONNX Runtime provider {provider!r}; use {', '.join(PROVIDERS)}")
@@ -73,6 +75,10 @@ def create_session(
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[level]
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"threads must be >= 1, got {threads}")
+        so.intra_op_num_threads = threads
     providers: list[Any] = []
     if provider == "tensorrt":
         providers.append(
@@ -105,6 +111,7 @@ class OnnxRuntimeBackend(Backend):
         opt_level: str | None = None,
         cache_dir: str | Path = "artifacts/engines/ort-trt",
         sidecar: dict[str, Any] | None = None,
+        threads: int | None = None,
     ) -> None:
         super().__init__(precision, device)
         self.path = Path(path)
@@ -116,8 +123,12 @@ class OnnxRuntimeBackend(Backend):
         self.provider = provider or ("cpu" if device == "cpu" else "cuda")
         self.opt_level = opt_level or default_opt_level(precision, self.provider)
         self.session = create_session(
-            self.path, self.provider, self.opt_level, precision, cache_dir
+            self.path, self.provider, self.opt_level, precision, cache_dir, threads
         )
+        self.threads = threads
+        # Where inputs and outputs live: host memory for the CPU provider, else the GPU.
+        self.ort_device = "cpu" if self.provider == "cpu" else "cuda"
+        self.device_id = int(device.partition(":")[2] or 0) if self.ort_device == "cuda" else 0
         (inp,) = self.session.get_inputs()
         if inp.type != "tensor(uint8)":
             raise UserError(f"{self.path} takes {inp.type}, not uint8 images; re-export it")
@@ -142,10 +153,22 @@ class OnnxRuntimeBackend(Backend):
             opt_level=options.ort_opt_level,
             cache_dir=Path(options.engine_dir) / "ort-trt",
             sidecar=sidecar,
+            threads=options.threads,
         )
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: images})[0]
+    def prepare(self, images: np.ndarray) -> Any:
+        ort = _import_ort()
+        return ort.OrtValue.ortvalue_from_numpy(images, self.ort_device, self.device_id)
+
+    def run_prepared(self, x: Any) -> Any:
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, x)
+        binding.bind_output(self.output_name, self.ort_device, self.device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.get_outputs()[0]
+
+    def fetch(self, y: Any) -> np.ndarray:
+        return y.numpy()
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -155,4 +178,6 @@ class OnnxRuntimeBackend(Backend):
             provider=self.session.get_providers()[0],
             graph_optimization=self.opt_level,
         )
+        if self.threads is not None:
+            d["threads"] = self.threads
         return d

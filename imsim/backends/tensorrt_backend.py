@@ -1,10 +1,10 @@
 """``trt``: a serialized TensorRT engine (10.x or 11.x), run from torch-owned CUDA buffers.
 
 No pycuda: torch allocates the device buffers and owns the one CUDA stream the engine runs on.
-The input and output buffers are allocated once for the profile's maximum batch; each call copies
-the batch in, sets the real input shape (``set_input_shape``), runs ``execute_async_v3`` on the
-stream and returns the output sliced to the real batch. Batches above the profile's maximum run
-in chunks. The engine's manifest is checked first (see ``engine_manifest``).
+``prepare`` copies the images to the GPU; ``run_prepared`` binds them in place as the engine's
+input, sets the real input shape (``set_input_shape``), runs ``execute_async_v3`` on the stream
+and copies the output (allocated once for the profile's maximum batch) sliced to the real batch.
+Batches above the profile's maximum run in chunks. The engine's manifest is checked first (see ``engine_manifest``).
 """
 
 from __future__ import annotations
@@ -105,10 +105,7 @@ class TensorRTBackend(Backend):
         self.input_size = (int(max_shape[1]), int(max_shape[2]))
         dim = int(self.engine.get_tensor_shape(self.output_name)[1])
         self.stream = torch.cuda.Stream(device=dev)
-        h, w = self.input_size
-        self.in_buf = torch.empty((self.max_batch, h, w, 3), dtype=torch.uint8, device=dev)
         self.out_buf = torch.empty((self.max_batch, dim), dtype=out_dtype, device=dev)
-        self.context.set_tensor_address(self.input_name, self.in_buf.data_ptr())
         self.context.set_tensor_address(self.output_name, self.out_buf.data_ptr())
 
     @classmethod
@@ -130,21 +127,40 @@ class TensorRTBackend(Backend):
         )
         return cls(engine, options.onnx_dir, options.device)
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
+    def prepare(self, images: np.ndarray) -> torch.Tensor:
+        with torch.cuda.stream(self.stream):
+            x = torch.from_numpy(images).to(self.torch_device, non_blocking=False)
+        self.stream.synchronize()
+        return x
+
+    def run_prepared(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the engine on device images, in chunks of at most the profile's maximum batch.
+
+        Each chunk is read in place (its address is bound as the engine's input); the output is
+        copied out of the engine's buffer before the next chunk overwrites it.
+        """
         h, w = self.input_size
         out = []
-        for i in range(0, len(images), self.max_batch):
-            chunk = torch.from_numpy(images[i : i + self.max_batch])
-            b = len(chunk)
-            with torch.cuda.stream(self.stream):
-                self.in_buf[:b].copy_(chunk)
+        with torch.cuda.stream(self.stream):
+            for i in range(0, len(x), self.max_batch):
+                chunk = x[i : i + self.max_batch]
+                b = len(chunk)
+                self.context.set_tensor_address(self.input_name, chunk.data_ptr())
                 if not self.context.set_input_shape(self.input_name, (b, h, w, 3)):
                     raise RuntimeError(f"TensorRT refused input shape {(b, h, w, 3)}")
                 if not self.context.execute_async_v3(self.stream.cuda_stream):
                     raise RuntimeError("TensorRT execution failed")
-                res = self.out_buf[:b].float().cpu()  # waits for the stream
-            out.append(res.numpy())
-        return np.concatenate(out)
+                # A copy (also for a float32 output), queued on the same stream.
+                out.append(self.out_buf[:b].to(torch.float32, copy=True))
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+    def fetch(self, y: torch.Tensor) -> np.ndarray:
+        with torch.cuda.stream(self.stream):
+            res = y.cpu()  # waits for the stream
+        return res.numpy()
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

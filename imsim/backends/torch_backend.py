@@ -70,9 +70,14 @@ class TorchBackend(Backend):
         device: str = "cpu",
         channels_last: bool = True,
         compile: bool = False,
+        threads: int | None = None,
     ) -> None:
         super().__init__(precision, device)
         self.torch_device = require_device(device)
+        if threads is not None:
+            if threads < 1:
+                raise UserError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
         if precision == "fp32":
             strict_fp32()
         # A private copy: moving or re-laying out the method's own module would change it for
@@ -81,6 +86,7 @@ class TorchBackend(Backend):
         if channels_last:
             mod = mod.to(memory_format=torch.channels_last)
         self.channels_last = channels_last
+        self.threads = threads
         self.compiled = compile
         self.module = torch.compile(mod, dynamic=True) if compile else mod
 
@@ -92,6 +98,7 @@ class TorchBackend(Backend):
             device=options.device,
             channels_last=options.channels_last,
             compile=options.compile,
+            threads=options.threads,
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -99,18 +106,30 @@ class TorchBackend(Backend):
             return contextlib.nullcontext()
         return torch.autocast(self.torch_device.type, dtype=DTYPES[self.precision])
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(images).to(self.torch_device, non_blocking=True)
+    def prepare(self, images: np.ndarray) -> torch.Tensor:
+        # Zero-copy on the CPU; one host-to-device copy on CUDA.
+        return torch.from_numpy(images).to(self.torch_device)
+
+    def run_prepared(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), self._autocast():
             y = self.module(x)
-        y = y.float()
-        if self.precision != "fp32":
-            y = F.normalize(y, dim=1, eps=1e-12)
+            y = y.float()
+            if self.precision != "fp32":
+                y = F.normalize(y, dim=1, eps=1e-12)
+        return y
+
+    def fetch(self, y: torch.Tensor) -> np.ndarray:
         return y.cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(channels_last=self.channels_last, compile=self.compiled)
+        if self.threads is not None:
+            d["threads"] = self.threads
         if self.torch_device.type == "cuda":
             d["gpu"] = torch.cuda.get_device_name(self.torch_device)
         return d

@@ -56,6 +56,35 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that decide which kernels run (AVX-512, bf16 dot products, AMX tiles).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def _gpu_driver() -> str | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        return out.splitlines()[0] if out else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
@@ -92,6 +121,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_flags": _cpu_flags(),
         "packages": versions,
         "git_commit": _git_commit(),
     }
@@ -102,6 +132,8 @@ def environment() -> dict[str, Any]:
         if torch.cuda.is_available():
             env["gpu"] = torch.cuda.get_device_name(0)
             env["cuda"] = torch.version.cuda
+            env["cudnn"] = torch.backends.cudnn.version()
+            env["gpu_driver"] = _gpu_driver()
     except ImportError:
         pass
     return env

@@ -78,6 +78,7 @@ class Backend(ABC):
 
     def synchronize(self) -> None:
         """Wait for work queued on the device (no-op for synchronous backends)."""
+        return None
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         check_images(images)

@@ -4,7 +4,8 @@ No pycuda: torch allocates the device buffers and owns the one CUDA stream the e
 ``prepare`` copies the images to the GPU; ``run_prepared`` binds them in place as the engine's
 input, sets the real input shape (``set_input_shape``), runs ``execute_async_v3`` on the stream
 and copies the output (allocated once for the profile's maximum batch) sliced to the real batch.
-Batches above the profile's maximum run in chunks. The engine's manifest is checked first (see ``engine_manifest``).
+Batches above the profile's maximum run in chunks. The engine's manifest is checked first (see
+``engine_manifest``).
 """
 
 from __future__ import annotations

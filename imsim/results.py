@@ -57,10 +57,20 @@ def _cpu_model() -> str:
 
 
 # CPU features that decide which kernels run (AVX-512, bf16 dot products, AMX tiles).
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+CPU_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_fp16",
+    "amx_tile",
+)
 
 
-def _cpu_flags() -> list[str]:
+def cpu_flags() -> list[str]:
+    """The decisive CPU features (``CPU_FLAGS``) this machine has."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
@@ -121,7 +131,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": cpu_flags(),
         "packages": versions,
         "git_commit": _git_commit(),
     }

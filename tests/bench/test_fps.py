@@ -225,3 +225,22 @@ def test_bad_arguments_are_one_line_errors(registered):
         fps.main(["--backend", "torch", "--method", "pixels", "--warmup", "-1"])
     with pytest.raises(UserError, match="--min-time"):
         fps.main(["--backend", "torch", "--method", "pixels", "--min-time", "nan"])
+
+
+def test_flops_count_attention_on_the_fast_path_too(registered):
+    # test-vit: nn.MultiheadAttention, whose inference fast path the counter cannot see.
+    module = create_method("test-vit").as_module()
+    w, n, patch = 64, 17, 8  # width, tokens (16 patches + class token), patch side
+    attn = 2 * (n * w * 3 * w + n * w * w + 2 * n * n * w)  # qkv, out projection, QK^T and AV
+    mlp = 2 * n * w * 4 * w * 2
+    expected = 2 * 16 * 3 * patch * patch * w + attn + mlp + 2 * w * 48
+    assert torch.backends.mha.get_fastpath_enabled()
+    assert fps.count_flops(module, 32) == expected
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
+
+
+def test_fp16_peak_on_a_cpu_without_fp16_math_is_the_fp32_rate(monkeypatch):
+    monkeypatch.setattr(fps, "cpu_flags", lambda: ["avx512f", "avx512_bf16"])
+    peak = fps.measure_peak("cpu", "fp16", n=64, iters=2)
+    assert peak["dtype"] == "float32" and "no fp16 arithmetic" in peak["note"]
+    assert fps.measure_peak("cpu", "bf16", n=64, iters=2)["dtype"] == "bfloat16"

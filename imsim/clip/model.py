@@ -38,7 +38,7 @@ class LoadedClip:
     """
 
     def __init__(self, model: torch.nn.Module, weights: Weights, device: str) -> None:
-        self.model = model.eval()
+        self.model = model.eval().requires_grad_(False)  # frozen: never trained here
         self.weights = weights
         self.device = device
         self.preprocess_cfg = dict(model.visual.preprocess_cfg)
@@ -102,7 +102,11 @@ def load_clip(
     elif weights.random:  # nothing pretrained, not even a tower's default weights
         kwargs.update(load_weights=False, pretrained_image=False, pretrained_text=False)
     try:
-        net = open_clip.create_model(weights.model, **kwargs)
+        # Random weights are seeded, so every method and run with --pretrained none gets the
+        # same network; the global RNG state is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = open_clip.create_model(weights.model, **kwargs)
     except Exception as e:  # open_clip raises RuntimeError, ValueError, KeyError, OSError, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where = f" from {weights.path}" if weights.path else ""

@@ -171,6 +171,9 @@ def resolve(model: str, pretrained: str, download: bool = True) -> Weights:
         folder = Path(model.split(":", 1)[1])
         if not (folder / "open_clip_config.json").is_file():
             raise UserError(f"{model}: no open_clip_config.json in {folder}")
+        # open_clip would quietly fall back to random weights without a weights file.
+        if not any(any(folder.glob(f"*{ext}")) for ext in (".safetensors", ".bin", ".pth")):
+            raise UserError(f"{model}: no weights file (.safetensors, .bin, .pth) in {folder}")
         return Weights(model, pretrained, "local-dir", str(folder), note="--pretrained ignored")
     if schema == "hf-hub":
         url = f"https://huggingface.co/{model.split(':', 1)[1]}"

@@ -130,7 +130,7 @@ class ClipTextEmbedder(ClipEmbedder):
         clip: LoadedClip,
         recipe: str = "default",
         batch_size: int = 256,
-        fit_images_per_class: int = 25,
+        fit_images_per_class: int = 20,
         fit_episodes: int = 300,
     ) -> None:
         if recipe not in ("default", "seed"):

@@ -192,7 +192,8 @@ def resolve(model: str, pretrained: str, download: bool = True) -> Weights:
                 try:
                     path = open_clip.download_pretrained(cfg)
                 except Exception as e:  # network and hub errors of every kind
-                    raise UserError(f"downloading {model} ({pretrained}) failed: {e}") from e
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    raise UserError(f"downloading {model} ({pretrained}) failed: {first}") from e
         return Weights(model, pretrained, "tag", path, **kw)
     if Path(pretrained).is_file():
         pre, quick = _agreed_by_tags(model)

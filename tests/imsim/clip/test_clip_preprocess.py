@@ -20,7 +20,7 @@ CFGS = [
     {"size": 64, "resize_mode": "longest", "fill_color": 128},
     {"size": (48, 64)},
 ]
-SIZES = [(32, 32), (40, 32), (32, 45), (300, 260)]
+SIZES = [(32, 32), (32, 45), (300, 260)]
 
 
 def reference(images: np.ndarray, cfg: PreprocessCfg) -> torch.Tensor:

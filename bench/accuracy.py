@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(protocols) - set(PROTOCOLS))
     if bad:
         raise UserError(f"unknown protocol(s) {bad}; choose from {','.join(PROTOCOLS)}")
-    methods = parse_methods(args.methods)
+    methods = parse_methods(args.methods, **vars(args))
     ds = load_data_from_args(args)
     pool = ds.test.subset(ds.split.unseen)
     unseen = ds.split.unseen

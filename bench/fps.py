@@ -111,7 +111,7 @@ def cpu_has_fp16_math() -> bool:
 
 
 def measure_peak(
-    device: str, precision: str, n: int | None = None, iters: int = 10, clock: Clock | None = None
+    device: str, precision: str, n: int | None = None, iters: int = 20, clock: Clock | None = None
 ) -> dict[str, Any]:
     """The device's matrix-multiply rate in ``precision`` (best of ``iters`` n x n products).
 

@@ -48,22 +48,34 @@ def export_onnx(
     h, w = image_size
     dummy = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8)
     wrapped = UInt8Input(module).eval()
-    with warnings.catch_warnings():
-        # The exporter's deprecation notes and tracer remarks; a trace that does not generalize
-        # is caught by ``verify`` on other batch sizes and real images instead.
-        for category in (DeprecationWarning, FutureWarning, UserWarning, torch.jit.TracerWarning):
-            warnings.simplefilter("ignore", category)
-        torch.onnx.export(
-            wrapped,
-            (dummy,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    # nn.MultiheadAttention's inference fast path (taken when no weight requires grad, as in a
+    # frozen CLIP) is one fused op with no ONNX export; the regular path computes the same thing.
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings():
+            # The exporter's deprecation notes and tracer remarks; a trace that does not generalize
+            # is caught by ``verify`` on other batch sizes and real images instead.
+            for category in (
+                DeprecationWarning,
+                FutureWarning,
+                UserWarning,
+                torch.jit.TracerWarning,
+            ):
+                warnings.simplefilter("ignore", category)
+            torch.onnx.export(
+                wrapped,
+                (dummy,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
     model = onnx.load(str(path))
     check_graph(model)
     return model

@@ -156,3 +156,14 @@ def test_every_registered_network_exports(name, tmp_path):
         f = tmp_path / (f"{name}.onnx" if p == "fp32" else f"{name}.fp16.onnx")
         t = tensor_metrics(ref, OnnxRuntimeBackend(f, p).embed(x))
         assert t["cosine_min"] >= tol.cos_min, (p, t)
+
+
+def test_frozen_attention_exports(tmp_path):
+    """A frozen module (no weight requires grad) takes nn.MultiheadAttention's fused inference
+    path, which has no ONNX export; the export must still trace the regular path."""
+    from export.graph import export_onnx
+
+    module = nets.make_module("test-vit").requires_grad_(False)
+    assert torch.backends.mha.get_fastpath_enabled()
+    export_onnx(module, tmp_path / "vit.onnx", (32, 32))
+    assert torch.backends.mha.get_fastpath_enabled()  # restored

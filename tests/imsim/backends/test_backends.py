@@ -157,3 +157,29 @@ def test_torch_compile_matches_eager(registered):
     compiled = TorchBackend(method.as_module(), "fp32", compile=True)
     np.testing.assert_allclose(compiled.embed(x), method.embed(x), atol=1e-5)
     assert compiled.describe()["compile"] is True
+
+
+def test_low_precision_casts_matmul_weights_once_and_keeps_autocast_results(registered):
+    import torch.nn.functional as F
+
+    from imsim.backends.torch_backend import cast_matmul_weights
+
+    method = create_method("test-convnet")
+    x = nets.images(6)
+    b = TorchBackend(method.as_module(), "bf16", channels_last=False)
+    conv, bn = b.module.body[0], b.module.body[1]
+    assert conv.weight.dtype == torch.bfloat16 and b.module.head.bias.dtype == torch.bfloat16
+    assert bn.weight.dtype == torch.float32 and b.module.pre.mean.dtype == torch.float32
+    assert method.as_module().body[0].weight.dtype == torch.float32  # the method's own is intact
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = F.normalize(method.as_module()(torch.from_numpy(x)).float(), dim=1).numpy()
+    np.testing.assert_array_equal(b.embed(x), ref)  # same rounding: bit-identical
+
+    vit = nets.make_module("test-vit")
+    n = cast_matmul_weights(vit, torch.bfloat16)
+    assert vit.attn.in_proj_weight.dtype == torch.bfloat16 and vit.ln1.weight.dtype == torch.float32
+    assert (
+        vit.cls.dtype == torch.float32 and n == 2 + 2 + 2 + 2 + 2 + 1
+    )  # patch, qkv, out, mlp, proj
+    out = TorchBackend(nets.make_module("test-vit"), "bf16").embed(x)
+    assert tensor_metrics(create_method("test-vit").embed(x), out)["cosine_min"] > 0.999

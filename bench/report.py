@@ -319,7 +319,7 @@ def plot(
     if not datasets:
         return False
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.8), squeeze=False)
-    markers = {"torch": "o", "onnxruntime": "s", "trt": "^"}
+    markers = {"torch": "o", "onnxruntime": "s", "trt": "^", "openvino": "P"}
     for ax, ds in zip(axes[0], datasets, strict=True):
         for s in setups:
             r = acc.get((ds, s["method"]), {}).get("episodes/top1")
@@ -354,7 +354,7 @@ def plot(
         0.01,
         0.01,
         "filled: parity PASS or reference; hollow: not passed / not run; "
-        "o torch, s onnxruntime, ^ trt",
+        "o torch, s onnxruntime, ^ trt, + openvino",
         fontsize=7,
     )
     fig.tight_layout(rect=(0, 0.03, 1, 1))

@@ -115,7 +115,8 @@ def add_backend_args(p: argparse.ArgumentParser, required: bool = False) -> None
         "--precision",
         default="fp32",
         choices=("fp32", "fp16", "bf16"),
-        help="torch: fp32/fp16/bf16; onnxruntime: fp32/fp16 (M.onnx/M.fp16.onnx); trt: fp16/fp32",
+        help="torch: fp32/fp16/bf16; onnxruntime: fp32/fp16 (M.onnx/M.fp16.onnx); trt: fp16/fp32; "
+        "openvino: fp32/bf16 (both from M.onnx)",
     )
     g.add_argument("--onnx-dir", default="artifacts/onnx", help="where python -m export wrote")
     g.add_argument(

@@ -31,6 +31,7 @@ PACKAGES = (
     "numba",
     "pytorch-metric-learning",
     "tensorrt",
+    "openvino",
 )
 
 

@@ -1,4 +1,5 @@
-"""Inference backends behind one interface: ``torch``, ``onnxruntime`` and ``trt`` (TensorRT).
+"""Inference backends behind one interface: ``torch``, ``onnxruntime``, ``trt`` (TensorRT) and
+``openvino``.
 
 A new backend is one module with a ``Backend`` subclass plus one line in ``BACKENDS``; modules
 are imported only when their backend is asked for, so a missing runtime costs nothing until then.
@@ -18,6 +19,7 @@ BACKENDS: dict[str, str] = {
     "torch": "imsim.backends.torch_backend:TorchBackend",
     "onnxruntime": "imsim.backends.onnxruntime_backend:OnnxRuntimeBackend",
     "trt": "imsim.backends.tensorrt_backend:TensorRTBackend",
+    "openvino": "imsim.backends.openvino_backend:OpenVinoBackend",
 }
 
 

@@ -36,7 +36,7 @@ def exported(tmp_path_factory):
 
 
 def test_registry_names_and_unknown_backend(registered):
-    assert list_backends() == ["torch", "onnxruntime", "trt"]
+    assert list_backends() == ["torch", "onnxruntime", "trt", "openvino"]
     with pytest.raises(UserError, match="unknown backend 'nope'"):
         create_backend("nope", create_method("pixels"), BackendOptions())
 
@@ -183,3 +183,30 @@ def test_low_precision_casts_matmul_weights_once_and_keeps_autocast_results(regi
     )  # patch, qkv, out, mlp, proj
     out = TorchBackend(nets.make_module("test-vit"), "bf16").embed(x)
     assert tensor_metrics(create_method("test-vit").embed(x), out)["cosine_min"] > 0.999
+
+
+def test_openvino_runs_the_fp32_export_in_fp32_and_bf16(exported, registered):
+    pytest.importorskip("openvino")
+    method = create_method("test-convnet")
+    x = nets.images(5)
+    ref = method.embed(x)
+    fp32 = create_backend("openvino", method, BackendOptions(onnx_dir=str(exported)))
+    np.testing.assert_allclose(fp32.embed(x), ref, atol=1e-5)
+    assert fp32.describe()["inference_precision"] == "<Type: 'float32'>"
+    opts = BackendOptions(precision="bf16", onnx_dir=str(exported), threads=1)
+    bf16 = create_backend("openvino", method, opts)
+    out = bf16.embed(x)
+    t = tensor_metrics(ref, out)
+    assert 0 < t["abs_max"] < 0.05 and t["cosine_min"] > 0.99  # bf16 really ran, and close
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    assert bf16.describe()["threads"] == 1
+    # Outputs are copies: a later call does not overwrite an earlier result.
+    y = bf16.run_prepared(bf16.prepare(x))
+    bf16.run_prepared(bf16.prepare(nets.images(5, seed=1)))
+    np.testing.assert_array_equal(y, out)
+    with pytest.raises(UserError, match="not the FP32 export"):
+        from imsim.backends.openvino_backend import OpenVinoBackend
+
+        OpenVinoBackend(exported / "test-convnet.fp16.onnx", "bf16")
+    with pytest.raises(UserError, match="runs fp32 or bf16, not 'fp16'"):
+        create_backend("openvino", method, BackendOptions(precision="fp16", onnx_dir="x"))

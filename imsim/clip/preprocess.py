@@ -133,8 +133,12 @@ class ClipPreprocess(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).to(torch.float32)
         mh, mw_t, fill = self._matrices(int(x.shape[2]), int(x.shape[3]), x.device)
-        # Width pass then height pass, rounding to uint8 after each, as PIL does.
-        x = torch.clamp(torch.floor(torch.matmul(x, mw_t) + 0.5), 0.0, 255.0)
-        x = torch.clamp(torch.floor(torch.matmul(mh, x) + 0.5), 0.0, 255.0)
-        x = x + fill  # padded pixels are zero rows of the matrices; fill_color goes there
-        return (x - self.mean) / self.std
+        # Always fp32, also when a backend runs the model under bf16/fp16 autocast: the
+        # resampling reproduces PIL's uint8 rounding, which an 8-bit significand (bf16 holds
+        # integers exactly only up to 256, and the weights to 3 digits) would not.
+        with torch.autocast(x.device.type, enabled=False):
+            # Width pass then height pass, rounding to uint8 after each, as PIL does.
+            x = torch.clamp(torch.floor(torch.matmul(x, mw_t) + 0.5), 0.0, 255.0)
+            x = torch.clamp(torch.floor(torch.matmul(mh, x) + 0.5), 0.0, 255.0)
+            x = x + fill  # padded pixels are zero rows of the matrices; fill_color goes there
+            return (x - self.mean) / self.std

@@ -72,3 +72,15 @@ def test_exports_to_onnx_and_matches() -> None:
     got = sess.run(None, {"images": batch})[0]
     want = module(torch.from_numpy(batch)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_autocast_leaves_preprocessing_in_fp32(dtype: torch.dtype) -> None:
+    # Backends run whole method modules under autocast; the PIL-exact resampling must not follow.
+    pre = ClipPreprocess(dict(PreprocessCfg(size=224).__dict__))
+    x = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    ref = pre(x)
+    with torch.autocast("cpu", dtype=dtype):
+        out = pre(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)

@@ -47,6 +47,16 @@ class Descriptors:
     def counts(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    @staticmethod
+    def concat(parts: list[Descriptors]) -> Descriptors:
+        """The descriptors of several image sets, in order, as one set."""
+        if not parts:
+            return Descriptors(np.zeros((0, DESCRIPTOR_SIZE), np.float32), np.zeros(1, np.int64))
+        counts = np.concatenate([p.counts() for p in parts])
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(counts)
+        return Descriptors(np.concatenate([p.data for p in parts]), offsets)
+
 
 def _cv2():
     try:

@@ -14,8 +14,10 @@ These are not embeddings compared by cosine, so they plug into the method interf
 
 Recipes:
 
-* ``default``: native resolution; SSIM on RGB luma (7x7 or the largest window that fits),
-  HSV histogram compared by Bhattacharyya, SIFT matches passing Lowe's ratio test. ``classical``
+* ``default``: native resolution; SSIM per RGB channel (7x7, or the largest window that fits),
+  8x3x3 HSV histogram compared by Bhattacharyya, SIFT matches passing Lowe's ratio test (0.8).
+  These variants were chosen on seen classes only (``python -m bench.classical_variants``).
+  ``classical``
   standardizes each component and weights them with weights fit on seen classes
   (:mod:`imsim.classical.fusion`); classes are ranked by the mean score over their support images,
   like the other methods.
@@ -51,7 +53,7 @@ class Recipe:
 
     name: str
     size: int | None  # working side; None = native resolution
-    ssim_gray: str  # "rgb" or "bgr" (see preprocess.to_gray)
+    ssim_gray: str  # "rgb" or "bgr" (see preprocess.to_gray), or "color": SSIM per channel
     ssim_win: int
     hist_space: str  # "rgb" or "hsv"
     hist_bins: tuple[int, ...]
@@ -81,10 +83,10 @@ SEED = Recipe(
 DEFAULT = Recipe(
     name="default",
     size=None,
-    ssim_gray="rgb",
+    ssim_gray="color",
     ssim_win=7,
     hist_space="hsv",
-    hist_bins=(16, 4, 4),
+    hist_bins=(8, 3, 3),
     hist_compare="bhattacharyya",
     keypoint_score="ratio",
     ratio=0.8,
@@ -142,7 +144,8 @@ class ClassicalScorer(Scorer):
             if "hist" in components:
                 hists.append(color_histograms(work, recipe))
             if "ssim" in components:
-                grays.append(preprocess.to_gray(work, recipe.ssim_gray))
+                color = recipe.ssim_gray == "color"
+                grays.append(work if color else preprocess.to_gray(work, recipe.ssim_gray))
             if "keypoints" in components:
                 descs.append(keypoints.sift_descriptors(preprocess.to_gray(work, "rgb")))
         self.hists = np.concatenate(hists) if hists else None
@@ -151,7 +154,7 @@ class ClassicalScorer(Scorer):
         self.win = recipe.ssim_win
         if self.gray is not None:
             try:
-                self.win = ssim_kernels.largest_window(*self.gray.shape[1:], recipe.ssim_win)
+                self.win = ssim_kernels.largest_window(*self.gray.shape[1:3], recipe.ssim_win)
             except ValueError as e:
                 raise UserError(str(e)) from None
         self.seconds["prepare"] = time.perf_counter() - t0
@@ -336,6 +339,6 @@ _factory(
     COMPONENTS,
     "SSIM + color histogram + SIFT keypoints, fused (study's method 4; --recipe seed: its formula)",
 )
-_factory("ssim", ("ssim",), "SSIM alone (numba; 7x7 window, grayscale)")
+_factory("ssim", ("ssim",), "SSIM alone (numba, 7x7 window; per channel, seed: grayscale)")
 _factory("hist", ("hist",), "color histogram alone (HSV Bhattacharyya; seed: RGB correlation)")
 _factory("keypoints", ("keypoints",), "SIFT keypoint matching alone (ratio test; seed: mean L1)")

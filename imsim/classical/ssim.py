@@ -143,13 +143,13 @@ def _stats_kernel(images, win, c1, c2):  # pragma: no cover - compiled
 
 
 @nb.njit(inline="always", fastmath=True, error_model="numpy")
-def _pair(x, y, sx, sy, bx, by, dx, dy, win, c1, c2, ring, vcol, hrow):  # pragma: no cover
+def _pair(x, y, sx, sy, bx, by, dx, dy, win, c1, c2, ring, vcol):  # pragma: no cover
     """Mean SSIM of one pair (all channels), with caller-provided scratch rows.
 
     ``vcol`` keeps the vertical sums of x*y over the last ``win`` rows (``ring`` holds those
-    rows' products to subtract them again); each output row then takes a horizontal window sum
-    of ``vcol`` and applies the SSIM ratio. The 7-wide window (the default) is spelled out so the
-    compiler vectorizes it; other windows use a loop.
+    rows' products to subtract them again); each output row then takes the horizontal window
+    sum of ``vcol`` and applies the SSIM ratio in the same loop. The 7-wide window (the
+    default) is spelled out so the compiler vectorizes it; other windows use an inner loop.
     """
     n_ch, height, width = x.shape
     w = width - win + 1
@@ -159,39 +159,45 @@ def _pair(x, y, sx, sy, bx, by, dx, dy, win, c1, c2, ring, vcol, hrow):  # pragm
     fc2 = np.float32(c2)
     total = 0.0
     for c in range(n_ch):
-        xc = x[c]
-        yc = y[c]
         ring[:, :] = 0
         vcol[:] = 0
         for r in range(height):
-            slot = r % win
+            xr = x[c, r]
+            yr = y[c, r]
+            rr = ring[r % win]
             for j in range(width):
-                prod = np.int32(xc[r, j]) * np.int32(yc[r, j])
-                vcol[j] += prod - ring[slot, j]
-                ring[slot, j] = prod
+                prod = np.int32(xr[j]) * np.int32(yr[j])
+                vcol[j] += prod - rr[j]
+                rr[j] = prod
             if r < win - 1:
                 continue
             i = r - win + 1
+            sxr = sx[c, i]
+            syr = sy[c, i]
+            bxr = bx[c, i]
+            byr = by[c, i]
+            dxr = dx[c, i]
+            dyr = dy[c, i]
+            row = np.float32(0.0)
             if win == 7:
                 for j in range(w):
-                    hrow[j] = (
+                    sxy = (
                         vcol[j] + vcol[j + 1] + vcol[j + 2] + vcol[j + 3]
                         + vcol[j + 4] + vcol[j + 5] + vcol[j + 6]
                     )  # fmt: skip
+                    p = sxr[j] * syr[j]
+                    a1 = np.float32(2 * p) + fc1
+                    a2 = np.float32(2 * (npix * sxy - p)) + fc2
+                    row += a1 * a2 / ((bxr[j] + byr[j]) * (dxr[j] + dyr[j]))
             else:
-                hrow[:w] = vcol[:w]
-                for k in range(1, win):
-                    for j in range(w):
-                        hrow[j] += vcol[j + k]
-            row = np.float32(0.0)
-            for j in range(w):
-                a = sx[c, i, j]
-                b = sy[c, i, j]
-                p = a * b
-                a1 = np.float32(2 * p) + fc1
-                a2 = np.float32(2 * (npix * hrow[j] - p)) + fc2
-                den = (bx[c, i, j] + by[c, i, j]) * (dx[c, i, j] + dy[c, i, j])
-                row += a1 * a2 / den
+                for j in range(w):
+                    sxy = vcol[j]
+                    for k in range(1, win):
+                        sxy += vcol[j + k]
+                    p = sxr[j] * syr[j]
+                    a1 = np.float32(2 * p) + fc1
+                    a2 = np.float32(2 * (npix * sxy - p)) + fc2
+                    row += a1 * a2 / ((bxr[j] + byr[j]) * (dxr[j] + dyr[j]))
             total += row
     return total / (n_ch * h * w)
 
@@ -209,7 +215,6 @@ def _cross_kernel(
     for ch in nb.prange(n_chunks):
         ring = np.zeros((win, width), dtype=np.int32)
         vcol = np.zeros(width, dtype=np.int32)
-        hrow = np.zeros(width, dtype=np.int32)
         lo = ch * n_pairs // n_chunks
         hi = (ch + 1) * n_pairs // n_chunks
         for p in range(lo, hi):
@@ -217,7 +222,7 @@ def _cross_kernel(
             b = csel[p % n_c]
             out[p // n_c, p % n_c] = _pair(
                 qimg[a], cimg[b], qs[a], cs[b], qb[a], cb[b], qd[a], cd[b],
-                win, c1, c2, ring, vcol, hrow,
+                win, c1, c2, ring, vcol,
             )  # fmt: skip
     return out
 

@@ -40,9 +40,10 @@ MAX_WIN = 181
 class WindowStats:
     """Per-image SSIM statistics over the valid windows, computed once per image.
 
-    ``images``: uint8 (N, C, H, W); ``sums``: int32 window sums Sx (N, C, h, w);
-    ``bterm`` = Sx**2 + C1*N**2/2 and ``dterm`` = N*Sxx - Sx**2 + C2*N*(N-1)/2, float32, so the
-    pair kernel adds two per-image terms instead of recomputing them.
+    ``images``: uint8 (N, C, H, W); ``sums``: window sums Sx (N, C, h, w), int16 when they fit
+    (windows up to 11x11: half the memory traffic of int32 in the pair loop), else int32;
+    ``dterm`` = N*Sxx - Sx**2 + C2*N*(N-1)/2 as float32, so the pair kernel adds two
+    per-image terms instead of recomputing the variances.
     """
 
     def __init__(self, images: np.ndarray, win: int, data_range: float = 255.0) -> None:
@@ -52,7 +53,11 @@ class WindowStats:
         self.data_range = float(data_range)
         self.c1, self.c2 = constants(win, data_range)
         self.images = images
-        self.sums, self.bterm, self.dterm = _stats_kernel(images, win, self.c1, self.c2)
+        n, ch, height, width = images.shape
+        shape = (n, ch, height - win + 1, width - win + 1)
+        self.sums = np.empty(shape, dtype=np.int16 if win * win * 255 < 2**15 else np.int32)
+        self.dterm = np.empty(shape, dtype=np.float32)
+        _stats_kernel(images, win, self.c2, self.sums, self.dterm)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -101,15 +106,10 @@ _JIT = {"cache": True, "error_model": "numpy"}
 
 
 @nb.njit(parallel=True, **_JIT)
-def _stats_kernel(images, win, c1, c2):  # pragma: no cover - compiled
+def _stats_kernel(images, win, c2, sums, dterm):  # pragma: no cover - compiled
     n_img, n_ch, height, width = images.shape
-    h = height - win + 1
     w = width - win + 1
     npix = win * win
-    sums = np.empty((n_img, n_ch, h, w), dtype=np.int32)
-    bterm = np.empty((n_img, n_ch, h, w), dtype=np.float32)
-    dterm = np.empty((n_img, n_ch, h, w), dtype=np.float32)
-    half_c1 = np.float32(c1 / 2.0)
     half_c2 = np.float32(c2 / 2.0)
     for t in nb.prange(n_img * n_ch):
         i = t // n_ch
@@ -137,13 +137,11 @@ def _stats_kernel(images, win, c1, c2):  # pragma: no cover - compiled
                         s += vs[j + k]
                         q += vq[j + k]
                     sums[i, c, o, j] = s
-                    bterm[i, c, o, j] = np.float32(s * s) + half_c1
                     dterm[i, c, o, j] = np.float32(npix * q - s * s) + half_c2
-    return sums, bterm, dterm
 
 
 @nb.njit(inline="always", fastmath=True, error_model="numpy")
-def _pair(x, y, sx, sy, bx, by, dx, dy, win, c1, c2, ring, vcol):  # pragma: no cover
+def _pair(x, y, sx, sy, dx, dy, win, c1, c2, ring, vcol):  # pragma: no cover
     """Mean SSIM of one pair (all channels), with caller-provided scratch rows.
 
     ``vcol`` keeps the vertical sums of x*y over the last ``win`` rows (``ring`` holds those
@@ -174,8 +172,6 @@ def _pair(x, y, sx, sy, bx, by, dx, dy, win, c1, c2, ring, vcol):  # pragma: no 
             i = r - win + 1
             sxr = sx[c, i]
             syr = sy[c, i]
-            bxr = bx[c, i]
-            byr = by[c, i]
             dxr = dx[c, i]
             dyr = dy[c, i]
             row = np.float32(0.0)
@@ -185,27 +181,31 @@ def _pair(x, y, sx, sy, bx, by, dx, dy, win, c1, c2, ring, vcol):  # pragma: no 
                         vcol[j] + vcol[j + 1] + vcol[j + 2] + vcol[j + 3]
                         + vcol[j + 4] + vcol[j + 5] + vcol[j + 6]
                     )  # fmt: skip
-                    p = sxr[j] * syr[j]
+                    sa = np.int32(sxr[j])
+                    sb = np.int32(syr[j])
+                    p = sa * sb
                     a1 = np.float32(2 * p) + fc1
                     a2 = np.float32(2 * (npix * sxy - p)) + fc2
-                    row += a1 * a2 / ((bxr[j] + byr[j]) * (dxr[j] + dyr[j]))
+                    b1 = np.float32(sa * sa + sb * sb) + fc1
+                    row += a1 * a2 / (b1 * (dxr[j] + dyr[j]))
             else:
                 for j in range(w):
                     sxy = vcol[j]
                     for k in range(1, win):
                         sxy += vcol[j + k]
-                    p = sxr[j] * syr[j]
+                    sa = np.int32(sxr[j])
+                    sb = np.int32(syr[j])
+                    p = sa * sb
                     a1 = np.float32(2 * p) + fc1
                     a2 = np.float32(2 * (npix * sxy - p)) + fc2
-                    row += a1 * a2 / ((bxr[j] + byr[j]) * (dxr[j] + dyr[j]))
+                    b1 = np.float32(sa * sa + sb * sb) + fc1
+                    row += a1 * a2 / (b1 * (dxr[j] + dyr[j]))
             total += row
     return total / (n_ch * h * w)
 
 
 @nb.njit(parallel=True, fastmath=True, **_JIT)
-def _cross_kernel(
-    qimg, qs, qb, qd, qsel, cimg, cs, cb, cd, csel, win, c1, c2
-):  # pragma: no cover - compiled
+def _cross_kernel(qimg, qs, qd, qsel, cimg, cs, cd, csel, win, c1, c2):  # pragma: no cover
     n_q = len(qsel)
     n_c = len(csel)
     width = qimg.shape[3]
@@ -221,8 +221,7 @@ def _cross_kernel(
             a = qsel[p // n_c]
             b = csel[p % n_c]
             out[p // n_c, p % n_c] = _pair(
-                qimg[a], cimg[b], qs[a], cs[b], qb[a], cb[b], qd[a], cd[b],
-                win, c1, c2, ring, vcol,
+                qimg[a], cimg[b], qs[a], cs[b], qd[a], cd[b], win, c1, c2, ring, vcol,
             )  # fmt: skip
     return out
 
@@ -249,8 +248,8 @@ def ssim_cross(
     if len(q_sel) == 0 or len(c_sel) == 0:
         return np.zeros((len(q_sel), len(c_sel)), dtype=np.float64)
     return _cross_kernel(
-        queries.images, queries.sums, queries.bterm, queries.dterm, q_sel,
-        candidates.images, candidates.sums, candidates.bterm, candidates.dterm, c_sel,
+        queries.images, queries.sums, queries.dterm, q_sel,
+        candidates.images, candidates.sums, candidates.dterm, c_sel,
         queries.win, queries.c1, queries.c2,
     )  # fmt: skip
 

@@ -112,3 +112,11 @@ def test_matches_skimage_on_real_images(cifar10_zip):
     big = np.asarray(Image.fromarray(gray[0]).resize((224, 224), Image.BILINEAR))
     big2 = np.asarray(Image.fromarray(gray[1]).resize((224, 224), Image.BILINEAR))
     assert ssim(big, big2) == pytest.approx(_ref(big, big2), abs=TOL)
+
+
+def test_large_window_uses_int32_sums():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 256, (2, 20, 18), dtype=np.uint8)
+    assert WindowStats(a[None], 13).sums.dtype == np.int32
+    assert WindowStats(a[None], 7).sums.dtype == np.int16
+    assert ssim(a, b, win=13) == pytest.approx(_ref(a, b, 13), abs=TOL)

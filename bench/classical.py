@@ -10,6 +10,7 @@ way the study's method 4 prepares them: upsampled to 224 and converted to its gr
 * Histograms: OpenCV (the study's ``calcHist`` + ``compareHist``; scikit-image has no histogram
   comparison) against the numba kernels: each image's 8x8x8 histogram once, then every
   query-support comparison, for each of the four comparisons; max abs difference per comparison.
+* SIFT: OpenCV's (used) against scikit-image's, per 224x224 image, one thread.
 * The whole seed-protocol run of ``classical --recipe seed`` (prepare every image, score the
   950 x 50 pairs, rank), end to end.
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pairs timed with scikit-image at 224x224 (10x as many at native size)",
     )
     p.add_argument("--repeats", type=positive_int, default=3, help="best of N for numba timings")
+    p.add_argument(
+        "--sift-images", type=positive_int, default=20, help="images timed for SIFT (224x224)"
+    )
     p.add_argument("--out", default="results/classical_speed.json", help="results JSON path")
     return p
 
@@ -172,6 +176,40 @@ def bench_hist(images: np.ndarray, q_idx: np.ndarray, s_idx: np.ndarray, repeats
     return out
 
 
+def bench_sift(grays: np.ndarray) -> dict:
+    """Per-image SIFT cost, OpenCV (used) against scikit-image's SIFT, one thread each."""
+    import cv2
+    from skimage.feature import SIFT
+
+    sift = cv2.SIFT_create()
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        t0 = time.perf_counter()
+        n_cv = [len(sift.detectAndCompute(g, None)[0]) for g in grays]
+        cv_s = (time.perf_counter() - t0) / len(grays)
+    finally:
+        cv2.setNumThreads(threads)
+    sk = SIFT()
+    n_sk = []
+    t0 = time.perf_counter()
+    for g in grays:
+        try:
+            sk.detect_and_extract(g)
+            n_sk.append(len(sk.keypoints))
+        except RuntimeError:  # no keypoints
+            n_sk.append(0)
+    sk_s = (time.perf_counter() - t0) / len(grays)
+    return {
+        "images": len(grays),
+        "image_size": list(grays.shape[1:]),
+        "opencv_ms_per_image": 1e3 * cv_s,
+        "skimage_ms_per_image": 1e3 * sk_s,
+        "opencv_mean_keypoints": float(np.mean(n_cv)),
+        "skimage_mean_keypoints": float(np.mean(n_sk)),
+    }
+
+
 def bench_seed_run(ds, pool) -> dict:
     """End-to-end ``classical --recipe seed`` under the seed protocol (compile excluded)."""
     method = create_method("classical", recipe="seed")
@@ -215,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     ssim224 = bench_ssim(gray224, q_idx, s_idx, args.ref_pairs, args.repeats)
     ssim_nat = bench_ssim(gray_native, q_idx, s_idx, 10 * args.ref_pairs, args.repeats)
     hist = bench_hist(up, q_idx, s_idx, args.repeats)
+    sift = bench_sift(preprocess.to_gray(up[: args.sift_images], "rgb"))
     run_seed = bench_seed_run(ds, pool)
 
     rows = []
@@ -249,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         f"| | {hist['ref_pairs_per_s']:,.0f} | {hist['speedup']:.1f}x | | "
         f"{max(hist['max_rel_diff'].values()):.1e} (relative, 4 comparisons) |"
     )
+    print(
+        f"SIFT per 224x224 image, 1 thread: OpenCV {sift['opencv_ms_per_image']:.1f} ms "
+        f"({sift['opencv_mean_keypoints']:.0f} keypoints), scikit-image "
+        f"{sift['skimage_ms_per_image']:.1f} ms ({sift['skimage_mean_keypoints']:.0f} keypoints)"
+    )
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in run_seed["stage_seconds"].items())
     print(
         f"seed-protocol run (classical --recipe seed, {run_seed['images']} images, "
@@ -274,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         jit_seconds=jit_s,
         ssim={"224": ssim224, "native": ssim_nat},
         hist=hist,
+        sift=sift,
         seed_protocol=run_seed,
     )
     print(f"wrote {write_json_atomic(args.out, doc)}", file=sys.stderr)

@@ -12,12 +12,14 @@ from bench import classical, classical_variants
 @pytest.mark.slow
 def test_bench_classical_writes_the_contract_keys(tmp_path):
     out = tmp_path / "speed.json"
-    assert classical.main(["--ref-pairs", "4", "--repeats", "1", "--out", str(out)]) == 0
+    args = ["--ref-pairs", "4", "--repeats", "1", "--sift-images", "2", "--out", str(out)]
+    assert classical.main(args) == 0
     doc = json.loads(out.read_text())
     for key in ("ssim_speedup", "ssim_max_abs_diff", "hist_speedup", "seed_protocol_seconds"):
         assert isinstance(doc[key], float)
     assert doc["ssim_max_abs_diff"] < 1e-6
     assert doc["seed_protocol"]["pairs"] == 950 * 50
+    assert doc["sift"]["opencv_ms_per_image"] > 0
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ _REGISTRY: dict[str, Entry] = {}
 METHOD_MODULES = (
     "imsim.methods.pixels",
     "imsim.methods.color_hist",
+    "imsim.methods.classical",
     "imsim.methods.clip",
 )
 

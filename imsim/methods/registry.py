@@ -32,6 +32,9 @@ _REGISTRY: dict[str, Entry] = {}
 METHOD_MODULES = (
     "imsim.methods.pixels",
     "imsim.methods.color_hist",
+    "imsim.methods.triplet",
+    "imsim.methods.contrastive",
+    "imsim.methods.autoencoder",
 )
 
 

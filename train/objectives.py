@@ -21,6 +21,23 @@ from train.batches import ImageBank
 from train.recipes import Recipe
 
 
+def seed_triplet_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """The study's triplet loss: relu(cos(a, n) - cos(a, p) + margin), averaged."""
+    return F.relu(
+        F.cosine_similarity(anchor, negative) - F.cosine_similarity(anchor, positive) + margin
+    ).mean()
+
+
+def seed_pair_loss(
+    first: torch.Tensor, second: torch.Tensor, same: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """The study's contrastive loss on d = 1 - cos: y d^2 + (1 - y) relu(margin - d)^2."""
+    d = 1.0 - F.cosine_similarity(first, second)
+    return (same * d**2 + (1 - same) * F.relu(margin - d) ** 2).mean()
+
+
 class Objective:
     """Callable: (network, bank, batch) -> (loss, images processed)."""
 
@@ -74,19 +91,13 @@ class Objective:
         if kind == "triplets":
             a, p, n = (bank.unit(i) for i in batch)
             ea, ep, en = (self._forward(net, x, pre)[0] for x in (a, p, n))
-            margin = self.recipe.loss["margin"]
-            loss = F.relu(
-                F.cosine_similarity(ea, en) - F.cosine_similarity(ea, ep) + margin
-            ).mean()
-            return loss, 3 * len(batch[0])
+            return seed_triplet_loss(ea, ep, en, self.recipe.loss["margin"]), 3 * len(batch[0])
         if kind == "pairs":
             i1, i2, same = batch
             x1, x2 = bank.unit(i1), bank.unit(i2)
             (e1, r1), (e2, r2) = self._forward(net, x1, pre), self._forward(net, x2, pre)
             y = torch.from_numpy(same.astype(np.float32))
-            d = 1.0 - F.cosine_similarity(e1, e2)
-            margin = self.recipe.loss["margin"]
-            loss = (y * d**2 + (1 - y) * F.relu(margin - d) ** 2).mean()
+            loss = seed_pair_loss(e1, e2, y, self.recipe.loss["margin"])
             loss = loss + self._recon(r1, x1) + self._recon(r2, x2)
             return loss, 2 * len(i1)
         raise ValueError(f"unknown sampling {kind!r}")

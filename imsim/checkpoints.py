@@ -79,7 +79,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise UserError(f"checkpoint config {cfg} is not valid JSON ({e})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise UserError(f"{cfg} is not an imsim checkpoint config (format {found!r}, want {FORMAT})")
+        raise UserError(
+            f"{cfg} is not an imsim checkpoint config (format {found!r}, want {FORMAT})"
+        )
     return doc
 
 
@@ -117,4 +119,6 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         first = " ".join(str(e).split())[:300]
-        raise UserError(f"{source} does not fit the architecture its config names: {first}") from None
+        raise UserError(
+            f"{source} does not fit the architecture its config names: {first}"
+        ) from None

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{ds.name}: training {args.method} ({recipe.name} recipe) on {len(split['train'])} "
         f"classes, validating on {len(split['validation'])} held-out seen classes "
-        f"({', '.join(split['validation'][:10])}{', ...' if len(split['validation']) > 10 else ''})",
+        f"({', '.join(split['validation'][:10])}{', ...' if len(split['validation']) > 10 else ''})",  # noqa: E501
         file=sys.stderr,
     )
     result = trainer.run()

@@ -94,7 +94,9 @@ class RandomDraws:
         """(anchor, positive, negative) image indices, ``n`` of each."""
         c = rng.integers(self.n_classes, size=n)
         a_off = (rng.random(n) * self.counts[c]).astype(np.int64)
-        p_off = (a_off + 1 + (rng.random(n) * (self.counts[c] - 1)).astype(np.int64)) % self.counts[c]
+        p_off = (a_off + 1 + (rng.random(n) * (self.counts[c] - 1)).astype(np.int64)) % self.counts[
+            c
+        ]
         nc = (c + 1 + rng.integers(self.n_classes - 1, size=n)) % self.n_classes
         n_off = (rng.random(n) * self.counts[nc]).astype(np.int64)
         pick = self.order

@@ -26,7 +26,14 @@ from tqdm import tqdm
 from imsim.checkpoints import checkpoint_paths, load_checkpoint, load_state, save_checkpoint
 from imsim.data import Dataset
 from imsim.errors import UserError
-from imsim.models import CIFAR_MEAN, CIFAR_STD, INPUT_SIZE, EmbeddingModule, Preprocess, build_network
+from imsim.models import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    INPUT_SIZE,
+    EmbeddingModule,
+    Preprocess,
+    build_network,
+)
 from imsim.results import make_results, record, write_json_atomic
 from train.batches import ImageBank, balanced_batches, draw_batches
 from train.objectives import Objective

@@ -64,7 +64,9 @@ class Objective:
                 raise ValueError(f"unknown miner {miner['name']!r}")
             self.miner = miners.MultiSimilarityMiner(epsilon=miner["epsilon"], distance=cos)
 
-    def _forward(self, net: torch.nn.Module, x01: torch.Tensor, pre: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _forward(
+        self, net: torch.nn.Module, x01: torch.Tensor, pre: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         with self.autocast():
             emb = net(pre.normalize(x01))
             recon = net.decode(emb) if self.recon_weight else None

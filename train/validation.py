@@ -63,7 +63,9 @@ class EvalSets:
         return EvalSets(val_pool, queries, ds.test.subset(ds.split.unseen), ds.split.unseen)
 
 
-def embed(module: torch.nn.Module, images: np.ndarray, autocast: Any, batch: int = 500) -> np.ndarray:
+def embed(
+    module: torch.nn.Module, images: np.ndarray, autocast: Any, batch: int = 500
+) -> np.ndarray:
     module.eval()
     out = []
     with torch.inference_mode(), autocast:
@@ -72,7 +74,9 @@ def embed(module: torch.nn.Module, images: np.ndarray, autocast: Any, batch: int
     return np.concatenate(out)
 
 
-def evaluate(module: torch.nn.Module, sets: EvalSets, autocast: Any, method: str) -> dict[str, float]:
+def evaluate(
+    module: torch.nn.Module, sets: EvalSets, autocast: Any, method: str
+) -> dict[str, float]:
     """Validation score (for selection) and unseen-class report numbers for one model state."""
     feats = embed(module, sets.val_pool.images, autocast)
     q = sets.val_queries

@@ -21,8 +21,10 @@ from imsim.models import EmbeddingModule, Preprocess, build_network, embedding_d
 TRAINED_METHODS = ("triplet", "contrastive", "autoencoder")
 
 
-def load_embedding_module(path: str | Path, method: str | None = None) -> tuple[EmbeddingModule, dict]:
-    """The checkpoint's network wrapped as uint8 NHWC -> L2-normalized embeddings, and its config."""
+def load_embedding_module(
+    path: str | Path, method: str | None = None
+) -> tuple[EmbeddingModule, dict]:
+    """The checkpoint's network as uint8 NHWC -> L2-normalized embeddings, and its config."""
     tensors, cfg = load_checkpoint(path, method=method)
     weights, _ = checkpoint_paths(path)
     try:
@@ -30,7 +32,9 @@ def load_embedding_module(path: str | Path, method: str | None = None) -> tuple[
         pre = cfg["preprocess"]
         preprocess = Preprocess(int(pre["input_size"]), tuple(pre["mean"]), tuple(pre["std"]))
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{weights}: its config has no usable arch/preprocess section ({e})") from None
+        raise UserError(
+            f"{weights}: its config has no usable arch/preprocess section ({e})"
+        ) from None
     load_state(network, tensors, str(weights))
     return EmbeddingModule(network, preprocess).eval(), cfg
 
@@ -76,7 +80,9 @@ class TrainedEmbedder(Embedder):
         }
 
 
-def create_trained(name: str, path: str | None, device: object = "cpu", batch_size: object = 256) -> TrainedEmbedder:
+def create_trained(
+    name: str, path: str | None, device: object = "cpu", batch_size: object = 256
+) -> TrainedEmbedder:
     if not path:
         raise UserError(
             f"{name} needs a checkpoint: --methods {name}:PATH "

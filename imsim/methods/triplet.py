@@ -1,4 +1,4 @@
-"""``triplet``: Siamese network trained with a triplet loss; triplet:CHECKPOINT (see ``imsim.methods.trained``)."""
+"""``triplet:PATH``: Siamese network, triplet loss, from a checkpoint (see ``trained``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from imsim.methods.registry import register
 from imsim.methods.trained import TrainedEmbedder, create_trained
 
 
-@register("triplet", in_all=False, help="Siamese network trained with a triplet loss; triplet:CHECKPOINT")
+@register(
+    "triplet", in_all=False, help="Siamese network trained with a triplet loss; triplet:CHECKPOINT"
+)
 def create(path: str | None = None, **options: object) -> TrainedEmbedder:
-    return create_trained("triplet", path, options.get("device", "cpu"), options.get("batch_size", 256))
+    return create_trained(
+        "triplet", path, options.get("device", "cpu"), options.get("batch_size", 256)
+    )

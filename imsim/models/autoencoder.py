@@ -46,4 +46,3 @@ class ConvAutoencoder(nn.Module):
 
     def project(self, emb: torch.Tensor) -> torch.Tensor:
         return emb
-

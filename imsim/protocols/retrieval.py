@@ -46,6 +46,7 @@ def retrieval_metrics(
     out["map@r"] = float(ap.mean())
     return out
 
+
 def evaluate(
     scorer: Scorer, labels: np.ndarray, unseen: tuple[int, ...], method: str
 ) -> list[dict]:

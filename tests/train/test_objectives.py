@@ -49,7 +49,7 @@ def test_default_loss_is_zero_for_a_perfect_embedding(method: str) -> None:
 
 
 def test_seed_losses_are_zero_for_a_perfect_embedding(tiny) -> None:
-    emb, labels = _perfect()
+    emb, _ = _perfect()
     a, p, n = emb[[0, 3, 6]], emb[[1, 4, 7]], emb[[3, 6, 0]]
     assert float(seed_triplet_loss(a, p, n, 0.3)) == 0.0
     assert float(seed_triplet_loss(a, n, p, 0.3)) == pytest.approx(1.3)  # positive = other class
@@ -106,7 +106,12 @@ def _fit(recipe_name: str, method: str, tiny, steps: int = 80) -> tuple[float, f
 
 @pytest.mark.parametrize(
     ("recipe", "method"),
-    [("default", "triplet"), ("default", "contrastive"), ("seed", "triplet"), ("seed", "contrastive")],
+    [
+        ("default", "triplet"),
+        ("default", "contrastive"),
+        ("seed", "triplet"),
+        ("seed", "contrastive"),
+    ],
 )
 def test_a_tiny_model_overfits_a_tiny_set(tiny, recipe: str, method: str) -> None:
     before, after, recall1 = _fit(recipe, method, tiny)

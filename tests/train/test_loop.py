@@ -71,7 +71,7 @@ def _write_imagefolder(ds, root: Path) -> None:
             Image.fromarray(img).save(d / f"{i:04d}.png")
 
 
-def test_command_line_trains_and_bench_evaluates(tiny, tmp_path: Path) -> None:
+def test_command_line_trains_and_bench_evaluates(tiny, tmp_path: Path, capsys) -> None:
     _write_imagefolder(tiny, tmp_path / "data")
     out = tmp_path / "ckpt"
     args = ["--method", "contrastive", "--data", f"imagefolder:{tmp_path / 'data'}",
@@ -89,6 +89,12 @@ def test_command_line_trains_and_bench_evaluates(tiny, tmp_path: Path) -> None:
     assert set(cfg["split"]["unseen"]).isdisjoint(
         cfg["split"]["train"] + cfg["split"]["validation"]
     )
+
+    from train.report import main as report_main
+
+    report_main([str(out)])
+    shown = capsys.readouterr().out
+    assert "| 1 (selected) |" in shown and "Selecting on the unseen classes" in shown
 
     from bench import accuracy
 

@@ -27,6 +27,7 @@ class ImageBank:
         preprocess: Preprocess,
         augment: str,
         seed: int,
+        device: torch.device | str = "cpu",
     ) -> None:
         images = np.ascontiguousarray(images)
         if augment == "frozen-flip":
@@ -49,17 +50,22 @@ class ImageBank:
             raise ValueError(f"unknown augmentation {augment!r}")
         self.images = torch.from_numpy(images)
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.preprocess = preprocess
+        self.preprocess = preprocess.to(device)
+        self.device = torch.device(device)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def unit(self, idx: np.ndarray) -> torch.Tensor:
-        """Float NCHW in [0, 1] (augmented) for the images at ``idx``."""
-        x = self.preprocess.to_unit(self.images[torch.from_numpy(np.asarray(idx))])
+        """Float NCHW in [0, 1] (augmented, on the training device) for the images at ``idx``."""
+        x = self.images[torch.from_numpy(np.asarray(idx))].to(self.device)
+        x = self.preprocess.to_unit(x)
         if self.transform is not None:
             x = torch.stack([self.transform(img) for img in x])
         return x.contiguous(memory_format=torch.channels_last)
+
+    def label_tensor(self, idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.labels[idx]).to(self.device)
 
 
 def balanced_batches(

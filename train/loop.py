@@ -147,7 +147,7 @@ class Trainer:
         train = ds.train.subset(self.plan.train)
         self.preprocess = Preprocess(INPUT_SIZE, CIFAR_MEAN, CIFAR_STD)
         self.bank = ImageBank(
-            train.images, train.labels, self.preprocess, cfg.recipe.augment, cfg.seed
+            train.images, train.labels, self.preprocess, cfg.recipe.augment, cfg.seed, self.device
         )
         r = cfg.recipe
         self.samples = r.samples_per_epoch or len(self.bank)
@@ -160,6 +160,8 @@ class Trainer:
         self.net = build_network(r.arch).to(self.device, memory_format=torch.channels_last)
         self.module = EmbeddingModule(self.net, self.preprocess).to(self.device)
         self.opt = _optimizer(r, self.net)
+        # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.sched = _schedule(r, self.opt, self.steps_per_epoch * cfg.epochs)
         self.objective = Objective(r, self.autocast)
         self.history: list[dict] = []
@@ -200,6 +202,7 @@ class Trainer:
                 "epoch": epoch,
                 "optimizer": opt_meta,
                 "schedule": self.sched.state_dict() if self.sched is not None else None,
+                "scaler": self.scaler.state_dict(),
                 "best": self.best,
                 "history": self.history,
             },
@@ -222,6 +225,8 @@ class Trainer:
         self.opt.load_state_dict(_optimizer_from_files(tensors, st["optimizer"]))
         if self.sched is not None:
             self.sched.load_state_dict(st["schedule"])
+        if st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
         self.best, self.history = st["best"], st["history"]
         self.start_epoch = int(st["epoch"]) + 1
         return True
@@ -335,8 +340,9 @@ class Trainer:
             for batch in bar:
                 loss, n = self.objective(self.net, self.bank, batch)
                 self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.opt)
+                self.scaler.update()
                 if self.sched is not None:
                     self.sched.step()
                 total += loss.item()

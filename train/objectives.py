@@ -85,7 +85,7 @@ class Objective:
         if kind == "balanced":
             idx = batch
             x01 = bank.unit(idx)
-            labels = torch.from_numpy(bank.labels[idx])
+            labels = bank.label_tensor(idx)
             emb, recon = self._forward(net, x01, pre)
             pairs = self.miner(emb, labels) if self.miner is not None else None
             loss = self.metric(emb, labels, pairs) + self._recon(recon, x01)
@@ -98,7 +98,7 @@ class Objective:
             i1, i2, same = batch
             x1, x2 = bank.unit(i1), bank.unit(i2)
             (e1, r1), (e2, r2) = self._forward(net, x1, pre), self._forward(net, x2, pre)
-            y = torch.from_numpy(same.astype(np.float32))
+            y = torch.from_numpy(same.astype(np.float32)).to(bank.device)
             loss = seed_pair_loss(e1, e2, y, self.recipe.loss["margin"])
             loss = loss + self._recon(r1, x1) + self._recon(r2, x2)
             return loss, 2 * len(i1)

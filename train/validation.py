@@ -67,10 +67,12 @@ def embed(
     module: torch.nn.Module, images: np.ndarray, autocast: Any, batch: int = 500
 ) -> np.ndarray:
     module.eval()
+    device = next(module.parameters()).device
     out = []
     with torch.inference_mode(), autocast:
         for i in range(0, len(images), batch):
-            out.append(module(torch.from_numpy(images[i : i + batch])).float().numpy())
+            x = torch.from_numpy(images[i : i + batch]).to(device)
+            out.append(module(x).float().cpu().numpy())
     return np.concatenate(out)
 
 

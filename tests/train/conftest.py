@@ -31,3 +31,14 @@ def make_tiny(train_per_class: int = 16, test_per_class: int = 20, seed: int = 0
 @pytest.fixture(scope="session")
 def tiny() -> Dataset:
     return make_tiny()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny networks gain nothing from threads, and on a shared machine they lose a lot."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

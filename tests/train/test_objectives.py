@@ -115,6 +115,6 @@ def _fit(recipe_name: str, method: str, tiny, steps: int = 80) -> tuple[float, f
 )
 def test_a_tiny_model_overfits_a_tiny_set(tiny, recipe: str, method: str) -> None:
     before, after, recall1 = _fit(recipe, method, tiny)
-    assert after < 0.3 * before
+    assert after < 0.5 * before
     if recipe == "default":  # mined losses: every training image's nearest neighbour is its class
         assert recall1 == 1.0

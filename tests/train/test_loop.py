@@ -112,3 +112,14 @@ def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
         train_main(["--method", "autoencoder", "--epochs", "1", "--device", "cuda:0"])
     with pytest.raises(SystemExit):
         train_main(["--method", "siamese", "--epochs", "1"])
+
+
+@pytest.mark.parametrize("method", ["autoencoder", "triplet"])
+def test_seed_recipe_trains(tiny, tmp_path: Path, method: str) -> None:
+    recipe = make_recipe(method, "seed", depth=20, batch_size=16, samples_per_epoch=32)
+    assert recipe.sampling == ("triplets" if method == "triplet" else "pairs")
+    cfg = RunConfig(method=method, recipe=recipe, epochs=1, out=tmp_path, data_spec="tiny")
+    result = Trainer(cfg, tiny).run()
+    assert result["history"][-1]["loss"] > 0
+    _, saved = load_checkpoint(tmp_path / f"{method}.safetensors", method=method)
+    assert saved["recipe"]["name"] == "seed" and saved["recipe"]["augment"] == "frozen-flip"

@@ -37,6 +37,10 @@ _REGISTRY: dict[str, Entry] = {}
 METHOD_MODULES = (
     "imsim.methods.pixels",
     "imsim.methods.color_hist",
+    "imsim.methods.triplet",
+    "imsim.methods.contrastive",
+    "imsim.methods.autoencoder",
+    "imsim.methods.classical",
     "imsim.methods.clip",
 )
 

@@ -16,16 +16,27 @@ from imsim.results import record
 
 
 def retrieval_metrics(
-    sims: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)
+    sims: np.ndarray,
+    labels: np.ndarray,
+    ks: tuple[int, ...] = (1, 5),
+    query_idx: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Metrics for a square similarity matrix over one pool (self-matches are excluded)."""
+    """Metrics over one pool of ``labels``; a query's own entry is excluded.
+
+    ``sims`` is the square (N, N) matrix over the pool, or, with ``query_idx``, the (Q, N) rows of
+    the pool positions ``query_idx`` only (every other pool item is still a candidate).
+    """
     sims = np.array(sims, dtype=np.float64, copy=True)
     labels = np.asarray(labels)
     n = len(labels)
-    np.fill_diagonal(sims, -np.inf)
+    q = np.arange(n) if query_idx is None else np.asarray(query_idx)
+    if sims.shape != (len(q), n):
+        raise ValueError(f"sims has shape {sims.shape}, expected {(len(q), n)}")
+    sims[np.arange(len(q)), q] = -np.inf
     order = np.argsort(-sims, axis=1, kind="stable")[:, : n - 1]  # drop self (ranked last)
-    rel = labels[order] == labels[:, None]  # (n, n-1)
-    r = (labels[:, None] == labels[None, :]).sum(1) - 1  # same-class neighbours per query
+    q_labels = labels[q]
+    rel = labels[order] == q_labels[:, None]  # (Q, n-1)
+    r = (q_labels[:, None] == labels[None, :]).sum(1) - 1  # same-class neighbours per query
     out = {f"recall@{k}": float(rel[:, :k].any(axis=1).mean()) for k in ks}
     valid = r > 0
     prec = np.cumsum(rel, axis=1) / np.arange(1, n)

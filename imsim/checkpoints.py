@@ -1,0 +1,124 @@
+"""Checkpoint files: safetensors weights beside a JSON config, written atomically, read safely.
+
+A checkpoint is ``NAME.safetensors`` (tensors only: loading it cannot run code, unlike a pickle)
+and ``NAME.json``: the format tag, what the weights are (method, architecture, preprocessing,
+data, split, recipe, epoch, validation score) and the SHA-256 of the weights file, so a config
+paired with the wrong or a half-written weights file is refused instead of silently loaded.
+Both files are written to a temporary name and renamed into place, weights first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from imsim.errors import UserError
+from imsim.results import write_json_atomic
+
+FORMAT = "imsim.checkpoint/1"
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights, config) paths for ``NAME``, ``NAME.safetensors`` or ``NAME.json``."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: dict) -> Path:
+    """Write the weights and their config; returns the weights path."""
+    weights, cfg = checkpoint_paths(path)
+    data = save_safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    _write_bytes_atomic(weights, data)
+    doc = {
+        "format": FORMAT,
+        **config,
+        "weights_file": weights.name,
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
+    }
+    write_json_atomic(cfg, doc)
+    return weights
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The JSON config of a checkpoint, checked for format."""
+    weights, cfg = checkpoint_paths(path)
+    if not cfg.is_file():
+        raise UserError(
+            f"checkpoint config {cfg} not found (a checkpoint is {weights.name} plus {cfg.name})"
+        )
+    try:
+        doc = json.loads(cfg.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"checkpoint config {cfg} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise UserError(
+            f"{cfg} is not an imsim checkpoint config (format {found!r}, want {FORMAT})"
+        )
+    return doc
+
+
+def load_checkpoint(
+    path: str | Path, method: str | None = None, kind: str = "model"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read weights and config; refuses a wrong, mismatched or corrupted pair with one line."""
+    weights, cfg_path = checkpoint_paths(path)
+    cfg = read_config(path)
+    if cfg.get("kind", "model") != kind:
+        raise UserError(f"{cfg_path} holds a {cfg.get('kind')!r} checkpoint, not a {kind!r} one")
+    if method is not None and cfg.get("method") != method:
+        raise UserError(
+            f"{weights} is a {cfg.get('method')!r} checkpoint; "
+            f"use --methods {cfg.get('method')}:{weights}"
+        )
+    if not weights.is_file():
+        raise UserError(f"checkpoint weights {weights} not found")
+    data = weights.read_bytes()
+    if hashlib.sha256(data).hexdigest() != cfg.get("weights_sha256"):
+        raise UserError(
+            f"{weights} does not match {cfg_path.name} (SHA-256 differs): the weights file is "
+            "corrupted, truncated or from another run"
+        )
+    try:
+        tensors = load_safetensors_bytes(data)
+    except (SafetensorError, ValueError) as e:
+        raise UserError(f"{weights} is not a readable safetensors file ({e})") from None
+    return tensors, cfg
+
+
+def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state dict strictly, turning missing/unexpected/misshapen tensors into one line."""
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = " ".join(str(e).split())[:300]
+        raise UserError(
+            f"{source} does not fit the architecture its config names: {first}"
+        ) from None

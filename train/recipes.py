@@ -1,0 +1,123 @@
+"""Training recipes: the reference study's (``seed``) and the improved ``default``.
+
+A recipe fixes everything that defines a training run besides data, epochs and seed: network,
+batch construction, loss, optimizer and schedule. It is recorded in every checkpoint.
+
+``seed`` is the study's code as described in its PROTOCOL.md: ResNet-56 with the pooled 64-d
+feature, random triplets or 50/50 pairs without mining, cosine triplet margin 0.3, contrastive
+loss on d = 1 - cos with margin 1, autoencoder = contrastive + reconstruction of both images
+(1:1:1), Adam 1e-3, batch 128, 50,000 samples per epoch, mean/std normalization and a horizontal
+flip drawn once per image (a bug of the study, kept so its numbers can be reproduced). The
+autoencoder's reconstruction target is fixed in both recipes (see ``imsim.models.autoencoder``).
+
+``default`` uses pytorch-metric-learning: class-balanced batches (``MPerClassSampler``),
+multi-similarity mining, a cosine triplet or contrastive loss on a linear 64-d embedding, random
+crop + flip drawn fresh for every sample, AdamW with a one-cycle learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+RECIPES = ("default", "seed")
+METHODS = ("triplet", "contrastive", "autoencoder")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    method: str
+    arch: dict[str, Any]
+    batch_size: int
+    sampling: str  # "balanced" (m per class), "triplets" or "pairs" (the study's random draws)
+    samples_per_epoch: int | None  # None: one pass over the training images
+    augment: str  # "crop+flip" (fresh per sample) or "frozen-flip" (the study's)
+    optimizer: str  # "adam" or "adamw"
+    lr: float
+    weight_decay: float
+    schedule: str  # "none" or "onecycle"
+    loss: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _arch(method: str, depth: int, embedding_dim: int, head: str) -> dict[str, Any]:
+    if method == "autoencoder":
+        return {"name": "autoencoder"}
+    return {"name": "resnet_cifar", "depth": depth, "embedding_dim": embedding_dim, "head": head}
+
+
+def make_recipe(
+    method: str,
+    name: str = "default",
+    *,
+    depth: int | None = None,
+    embedding_dim: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    samples_per_epoch: int | None = None,
+) -> Recipe:
+    """The named recipe for ``method``; keyword arguments override single fields."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}")
+    if name == "seed":
+        if method == "triplet":
+            loss = {"name": "seed-triplet", "margin": 0.3}
+        elif method == "contrastive":
+            loss = {"name": "seed-contrastive", "margin": 1.0}
+        else:
+            loss = {"name": "seed-contrastive", "margin": 1.0, "reconstruction_weight": 1.0}
+        r = Recipe(
+            name="seed",
+            method=method,
+            arch=_arch(method, depth or 56, 64, "none"),
+            batch_size=128,
+            sampling="triplets" if method == "triplet" else "pairs",
+            samples_per_epoch=50_000,
+            augment="frozen-flip",
+            optimizer="adam",
+            lr=1e-3,
+            weight_decay=0.0,
+            schedule="none",
+            loss=loss,
+        )
+    elif name == "default":
+        miner = {"name": "multi-similarity", "epsilon": 0.1}
+        if method == "triplet":
+            loss = {"name": "pml-triplet", "margin": 0.2, "miner": miner}
+        elif method == "contrastive":
+            loss = {"name": "pml-contrastive", "pos_margin": 1.0, "neg_margin": 0.3, "miner": miner}
+        else:
+            loss = {
+                "name": "pml-contrastive",
+                "pos_margin": 1.0,
+                "neg_margin": 0.3,
+                "miner": miner,
+                "reconstruction_weight": 1.0,
+            }
+        r = Recipe(
+            name="default",
+            method=method,
+            arch=_arch(method, depth or 56, embedding_dim or 64, "linear"),
+            batch_size=128,
+            sampling="balanced",
+            samples_per_epoch=None,
+            augment="crop+flip",
+            optimizer="adamw",
+            lr=2e-3,
+            weight_decay=5e-2,
+            schedule="onecycle",
+            loss=loss,
+        )
+    else:
+        raise ValueError(f"unknown recipe {name!r}; choose from {RECIPES}")
+    if embedding_dim is not None and name == "seed" and method != "autoencoder":
+        r = replace(r, arch={**r.arch, "head": "linear", "embedding_dim": embedding_dim})
+    return replace(
+        r,
+        batch_size=batch_size or r.batch_size,
+        lr=lr or r.lr,
+        samples_per_epoch=samples_per_epoch or r.samples_per_epoch,
+    )

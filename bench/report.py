@@ -51,6 +51,27 @@ def load_documents(root: Path) -> dict[str, list[tuple[Path, dict]]]:
     return docs
 
 
+def model_label(describe: dict[str, Any] | None) -> str | None:
+    """The network behind a method instance, from its ``describe()``: ``ResNet-56``, ``ViT-B-32``.
+
+    Part of the method's name in the report, so a ResNet-20 checkpoint's accuracy is never shown
+    beside a ResNet-56's speed, nor one CLIP model's beside another's.
+    """
+    if not describe:
+        return None
+    arch = describe.get("arch")
+    if isinstance(arch, dict) and arch.get("name"):
+        if arch["name"] == "resnet_cifar" and arch.get("depth"):
+            return f"ResNet-{arch['depth']}"
+        return f"{arch['name']}{'-' + str(arch['depth']) if arch.get('depth') else ''}"
+    return describe.get("clip_model")
+
+
+def method_label(name: str, describe: dict[str, Any] | None) -> str:
+    model = model_label(describe)
+    return f"{name} ({model})" if model else name
+
+
 def setup_key(backend: dict[str, Any]) -> tuple:
     """What makes two runs of a backend the same setup (a parity result speaks for an fps run
     only when this matches)."""
@@ -108,8 +129,10 @@ def accuracy_rows(items: list[tuple[Path, dict]]) -> dict[tuple[str, str], dict[
             continue
         ds = doc.get("dataset", {}).get("name", "?")
         per: dict[str, dict[str, Any]] = defaultdict(dict)
+        described = doc.get("methods", {})
         for r in doc["results"]:
-            per[r["method"]][f"{r['protocol']}/{r['metric']}"] = r
+            label = method_label(r["method"], described.get(r["method"]))
+            per[label][f"{r['protocol']}/{r['metric']}"] = r
         for method, metrics in per.items():
             k = (ds, method)
             if k not in out or doc.get("created", "") >= stamp[k]:
@@ -123,7 +146,7 @@ def parity_status(items: list[tuple[Path, dict]]) -> dict[tuple, dict[str, bool]
     by = newest(
         items,
         lambda d: (
-            d["results"][0]["method"] if d["results"] else None,
+            method_label(d["results"][0]["method"], d.get("method")) if d["results"] else None,
             setup_key(d.get("backend", {})),
             d.get("dataset", {}).get("name"),
         ),
@@ -150,7 +173,7 @@ def fps_setups(items: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     by = newest(
         items,
         lambda d: (
-            d["results"][0]["method"] if d["results"] else None,
+            method_label(d["results"][0]["method"], d.get("method")) if d["results"] else None,
             setup_key(d.get("backend", {})),
             device_label(d),
         ),

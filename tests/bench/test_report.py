@@ -136,3 +136,25 @@ def test_report_command_writes_files_and_refuses_empty_folders(tmp_path, capsys)
         report.main(["--results", str(r), "--target-batch", "net"])
     with pytest.raises(UserError, match="not found"):
         report.main(["--results", str(tmp_path / "nope")])
+
+
+def test_methods_are_named_with_their_network(tmp_path):
+    r = tmp_path / "results"
+    rows = [record("triplet", "episodes", "top1", 0.6, ci95=0.01)]
+    arch20 = {"arch": {"name": "resnet_cifar", "depth": 20}}
+    write_json_atomic(
+        r / "acc.json",
+        make_results(
+            "accuracy", rows, config={}, dataset={"name": "shapes"}, methods={"triplet": arch20}
+        ),
+    )
+    doc_path = r / "fps.json"
+    _fps(doc_path, "triplet", TORCH_BF16, [(256, 2000.0)])
+    doc = json.loads(doc_path.read_text())
+    doc["method"] = {"arch": {"name": "resnet_cifar", "depth": 56}}
+    doc_path.write_text(json.dumps(doc))
+    text = report.build_report(r, {}, None)
+    assert "| triplet (ResNet-20) | 60.00 ± 1.00 |  |  |  |" in text  # no speed for ResNet-20
+    assert "| triplet (ResNet-56) | torch bf16 |" in text
+    assert report.model_label({"clip_model": "ViT-B-32"}) == "ViT-B-32"
+    assert report.model_label({"spec": {}}) is None

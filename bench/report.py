@@ -52,19 +52,28 @@ def load_documents(root: Path) -> dict[str, list[tuple[Path, dict]]]:
 
 
 def model_label(describe: dict[str, Any] | None) -> str | None:
-    """The network behind a method instance, from its ``describe()``: ``ResNet-56``, ``ViT-B-32``.
+    """The network and recipe behind a method instance, from its ``describe()``: ``ResNet-56``,
+    ``ViT-B-32``, ``ResNet-20, seed recipe``.
 
     Part of the method's name in the report, so a ResNet-20 checkpoint's accuracy is never shown
-    beside a ResNet-56's speed, nor one CLIP model's beside another's.
+    beside a ResNet-56's speed, nor one CLIP model's or recipe's beside another's.
     """
     if not describe:
         return None
+    parts = []
     arch = describe.get("arch")
     if isinstance(arch, dict) and arch.get("name"):
         if arch["name"] == "resnet_cifar" and arch.get("depth"):
-            return f"ResNet-{arch['depth']}"
-        return f"{arch['name']}{'-' + str(arch['depth']) if arch.get('depth') else ''}"
-    return describe.get("clip_model")
+            parts.append(f"ResNet-{arch['depth']}")
+        else:
+            parts.append(str(arch["name"]))
+    elif describe.get("clip_model"):
+        parts.append(str(describe["clip_model"]))
+    recipe = describe.get("recipe")
+    recipe = recipe.get("name") if isinstance(recipe, dict) else recipe
+    if recipe and recipe != "default":
+        parts.append(f"{recipe} recipe")
+    return ", ".join(parts) or None
 
 
 def method_label(name: str, describe: dict[str, Any] | None) -> str:

@@ -158,3 +158,9 @@ def test_methods_are_named_with_their_network(tmp_path):
     assert "| triplet (ResNet-56) | torch bf16 |" in text
     assert report.model_label({"clip_model": "ViT-B-32"}) == "ViT-B-32"
     assert report.model_label({"spec": {}}) is None
+    seed = {"arch": {"name": "resnet_cifar", "depth": 20}, "recipe": {"name": "seed"}}
+    assert report.model_label(seed) == "ResNet-20, seed recipe"
+    assert report.model_label({"recipe": "seed"}) == "seed recipe"
+    assert report.model_label({"arch": {"name": "autoencoder"}, "recipe": "default"}) == (
+        "autoencoder"
+    )

@@ -78,7 +78,7 @@ def model_label(describe: dict[str, Any] | None) -> str | None:
 
 def method_label(name: str, describe: dict[str, Any] | None) -> str:
     model = model_label(describe)
-    return f"{name} ({model})" if model else name
+    return f"{name} ({model})" if model and model != name else name
 
 
 def setup_key(backend: dict[str, Any]) -> tuple:
@@ -353,6 +353,7 @@ def plot(
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.8), squeeze=False)
     markers = {"torch": "o", "onnxruntime": "s", "trt": "^", "openvino": "P"}
     for ax, ds in zip(axes[0], datasets, strict=True):
+        labelled: dict[str, tuple[float, float]] = {}
         for s in setups:
             r = acc.get((ds, s["method"]), {}).get("episodes/top1")
             if not r or not s["best"]:
@@ -369,14 +370,10 @@ def plot(
                 edgecolors=color,
                 s=60,
             )
-            ax.annotate(
-                f"{s['method']}\n{s['label']}",
-                (x, y),
-                fontsize=6,
-                alpha=0.8,
-                xytext=(4, 2),
-                textcoords="offset points",
-            )
+            if x > labelled.get(s["method"], (0.0, 0.0))[0]:
+                labelled[s["method"]] = (x, y)
+        for method, (x, y) in labelled.items():  # one label per method, at its fastest setup
+            ax.annotate(method, (x, y), fontsize=7, xytext=(6, 4), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("images/s, best batch, end to end (log)")
         ax.set_ylabel(f"episodes top-1 on {ds} (%)")

@@ -93,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                 method, create_backend(args.backend, method, options_from_args(args))
             )
         name = method.spec.name
+        leaked = sorted(method.trained_classes() & {ds.class_names[c] for c in unseen})
+        if leaked:
+            raise UserError(
+                f"{item} was trained on {', '.join(leaked)}, which this evaluation treats as "
+                "unseen; evaluate on the checkpoint's own split or retrain without them"
+            )
         if method.spec.fits_on_seen:
             method.fit(ds.train.subset(ds.split.seen), ds.class_names)
         t0 = time.perf_counter()

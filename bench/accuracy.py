@@ -15,10 +15,10 @@ from imsim.backends import BackendEmbedder, create_backend, options_from_args
 from imsim.cli import (
     add_backend_args,
     add_data_args,
+    add_episode_args,
     add_method_args,
     csv_list,
     load_data_from_args,
-    positive_int,
     run,
 )
 from imsim.errors import UserError
@@ -44,11 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="seed,episodes,retrieval",
         help=f"comma-separated subset of {','.join(PROTOCOLS)}",
     )
-    p.add_argument("--ways", type=positive_int, default=10, help="episodes: classes per episode")
-    p.add_argument("--shots", type=positive_int, default=5, help="episodes: support per class")
-    p.add_argument("--queries", type=positive_int, default=15, help="episodes: queries per class")
-    p.add_argument("--episodes", type=positive_int, default=1000, help="episodes: how many")
-    p.add_argument("--seed", type=int, default=0, help="seed of the episode sampler")
+    add_episode_args(p)
     p.add_argument("--out", default="results/accuracy.json", help="results JSON path")
     return p
 

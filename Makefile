@@ -12,7 +12,7 @@ DEMO_PORT ?= 8000
 ONNX_DIR ?= artifacts/onnx
 ENGINE_DIR ?= artifacts/engines
 
-.PHONY: venv quickstart test test-all lint accuracy onnx engines parity demo clean
+.PHONY: venv quickstart train test test-all lint accuracy onnx engines parity demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,25 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## The main job end to end on the built-in synthetic data (CPU, no download).
+## The main job end to end on the built-in synthetic data (CPU, no download): a short training
+## run of the Siamese triplet network, then every method that can run here, on unseen classes.
 quickstart: venv
-	$(BIN)/python -m bench.accuracy --data shapes --methods all \
+	$(BIN)/python -m train --method triplet --data shapes --depth 20 --epochs 1 \
+		--samples-per-epoch 5120 --out results/quickstart
+	$(BIN)/python -m bench.accuracy --data shapes \
+		--methods all,triplet:results/quickstart/triplet.safetensors \
 		--protocol seed,episodes,retrieval --out results/quickstart/accuracy.json
+
+## Train the three trained methods with the default recipe (GPU: TRAIN_ARGS="--device cuda").
+TRAIN_DATA ?= shapes
+TRAIN_NAME ?= $(subst :,_,$(notdir $(TRAIN_DATA)))
+EPOCHS ?= 30
+TRAIN_ARGS ?=
+train: venv
+	for m in triplet contrastive autoencoder; do \
+		$(BIN)/python -m train --method $$m --data $(TRAIN_DATA) --epochs $(EPOCHS) \
+			--out checkpoints/$(TRAIN_NAME) $(TRAIN_ARGS) || exit 1; \
+	done
 
 ## Fast tests (what CI runs).
 test: venv

@@ -15,10 +15,10 @@ from imsim.backends import BackendEmbedder, create_backend, options_from_args
 from imsim.cli import (
     add_backend_args,
     add_data_args,
+    add_episode_args,
     add_method_args,
     csv_list,
     load_data_from_args,
-    positive_int,
     run,
 )
 from imsim.errors import UserError
@@ -44,11 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="seed,episodes,retrieval",
         help=f"comma-separated subset of {','.join(PROTOCOLS)}",
     )
-    p.add_argument("--ways", type=positive_int, default=10, help="episodes: classes per episode")
-    p.add_argument("--shots", type=positive_int, default=5, help="episodes: support per class")
-    p.add_argument("--queries", type=positive_int, default=15, help="episodes: queries per class")
-    p.add_argument("--episodes", type=positive_int, default=1000, help="episodes: how many")
-    p.add_argument("--seed", type=int, default=0, help="seed of the episode sampler")
+    add_episode_args(p)
     p.add_argument("--out", default="results/accuracy.json", help="results JSON path")
     return p
 
@@ -93,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                 method, create_backend(args.backend, method, options_from_args(args))
             )
         name = method.spec.name
+        leaked = sorted(method.trained_classes() & {ds.class_names[c] for c in unseen})
+        if leaked:
+            raise UserError(
+                f"{item} was trained on {', '.join(leaked)}, which this evaluation treats as "
+                "unseen; evaluate on the checkpoint's own split or retrain without them"
+            )
         if method.spec.fits_on_seen:
             method.fit(ds.train.subset(ds.split.seen), ds.class_names)
         t0 = time.perf_counter()

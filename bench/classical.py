@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sift-images", type=positive_int, default=20, help="images timed for SIFT (224x224)"
     )
-    p.add_argument("--out", default="results/classical_speed.json", help="results JSON path")
+    p.add_argument("--out", default="results/speed/classical.json", help="results JSON path")
     return p
 
 

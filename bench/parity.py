@@ -22,15 +22,16 @@ from imsim.backends.torch_backend import TorchBackend
 from imsim.cli import (
     add_backend_args,
     add_data_args,
+    add_episode_args,
     add_method_args,
+    add_one_method_args,
     load_data_from_args,
     method_item,
-    positive_int,
     run,
 )
 from imsim.data.types import Split
 from imsim.errors import UserError
-from imsim.methods import Embedder, create_method, embed_all, list_methods
+from imsim.methods import Embedder, create_method, embed_all
 from imsim.parity import Tolerances, at_least, neighbour_agreement, tensor_metrics, tolerances_for
 from imsim.protocols import episodes, seed
 from imsim.results import make_results, record, write_json_atomic
@@ -38,16 +39,11 @@ from imsim.results import make_results, record, write_json_atomic
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.parity", description=__doc__.split("\n")[0])
-    p.add_argument("--method", required=True, help=f"one of {', '.join(list_methods())}")
-    p.add_argument("--checkpoint", default=None, help="weights file of a trained method")
+    add_one_method_args(p)
     add_method_args(p)
     add_data_args(p)
     add_backend_args(p, required=True)
-    p.add_argument("--episodes", type=positive_int, default=1000, help="episodes for the delta")
-    p.add_argument("--ways", type=positive_int, default=10, help="episodes: classes per episode")
-    p.add_argument("--shots", type=positive_int, default=5, help="episodes: support per class")
-    p.add_argument("--queries", type=positive_int, default=15, help="episodes: queries per class")
-    p.add_argument("--seed", type=int, default=0, help="seed of the episode sampler")
+    add_episode_args(p, episodes_help="episodes for the accuracy delta")
     g = p.add_argument_group("tolerances (defaults depend on --precision)")
     g.add_argument("--cos-min", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.999")
     g.add_argument("--cos-mean", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.9999")

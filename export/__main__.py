@@ -30,21 +30,21 @@ from imsim.artifacts import (
 from imsim.cli import (
     add_data_args,
     add_method_args,
+    add_one_method_args,
     load_data_from_args,
     method_item,
     positive_int,
     run,
 )
 from imsim.errors import UserError
-from imsim.methods import create_method, list_methods
+from imsim.methods import create_method
 from imsim.parity import tolerances_for
 from imsim.results import write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
-    p.add_argument("--method", required=True, help=f"one of {', '.join(list_methods())}")
-    p.add_argument("--checkpoint", default=None, help="weights file of a trained method")
+    add_one_method_args(p)
     add_method_args(p)
     add_data_args(p)
     p.add_argument("--out", default="artifacts/onnx", help="output folder (default: %(default)s)")

@@ -153,3 +153,21 @@ def method_item(method: str, checkpoint: str | None) -> str:
     if ":" in method:
         raise UserError(f"give the checkpoint once: --method {method} or --checkpoint, not both")
     return f"{method}:{checkpoint}"
+
+
+def add_one_method_args(p: argparse.ArgumentParser) -> None:
+    """``--method M [--checkpoint PATH]`` for commands that work on one method (see method_item)."""
+    from imsim.methods import list_methods
+
+    p.add_argument("--method", required=True, help=f"one of {', '.join(list_methods())}")
+    p.add_argument("--checkpoint", default=None, help="weights file of a trained method")
+
+
+def add_episode_args(p: argparse.ArgumentParser, episodes_help: str = "how many") -> None:
+    """The episodes protocol's sampler flags (defaults: 10-way 5-shot, 15 queries, seed 0)."""
+    g = p.add_argument_group("episodes")
+    g.add_argument("--ways", type=positive_int, default=10, help="classes per episode")
+    g.add_argument("--shots", type=positive_int, default=5, help="support images per class")
+    g.add_argument("--queries", type=positive_int, default=15, help="queries per class")
+    g.add_argument("--episodes", type=positive_int, default=1000, help=episodes_help)
+    g.add_argument("--seed", type=int, default=0, help="seed of the episode sampler")

@@ -122,6 +122,9 @@ class BackendEmbedder(Embedder):
     def embed_text(self, texts: list[str]) -> np.ndarray:
         return self.method.embed_text(texts)
 
+    def trained_classes(self) -> set[str]:
+        return self.method.trained_classes()
+
     def as_module(self):
         return self.method.as_module()
 

@@ -97,6 +97,13 @@ class Embedder(ABC):
         del class_names  # image-only methods ignore class names
         return Scorer(feats, self.spec.support_aggregation)
 
+    def trained_classes(self) -> set[str]:
+        """Names of the classes this method's weights were trained or selected on.
+
+        Evaluation refuses to treat any of them as unseen: that would be test leakage.
+        """
+        return set()
+
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """Text -> float32 (N, D) in the image embedding space, for methods with a text tower."""
         raise UserError(f"method {self.spec.name!r} has no text encoder; use a CLIP method")

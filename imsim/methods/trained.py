@@ -70,6 +70,10 @@ class TrainedEmbedder(Embedder):
     def as_module(self) -> torch.nn.Module:
         return self.module
 
+    def trained_classes(self) -> set[str]:
+        split = self.config.get("split") or {}
+        return set(split.get("train", [])) | set(split.get("validation", []))
+
     def describe(self) -> dict:
         keep = ("method", "arch", "recipe", "epoch", "validation", "data", "split", "seed")
         return {

@@ -1,10 +1,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from bench.accuracy import main
+from imsim.errors import UserError
 
 
 def test_shapes_end_to_end(tmp_path, capsys):
@@ -66,3 +68,21 @@ def test_real_cifar10(cifar10_zip, tmp_path):
     # 5 unseen classes: k = 2 of 5, chance 40%.
     assert top["top2"]["chance"] == pytest.approx(0.4) and top["top2"]["n_classes"] == 5
     assert top["top2"]["value"] > 0.45
+
+
+def test_refuses_checkpoint_trained_on_evaluated_classes(tmp_path):
+    # The committed shapes checkpoint trained on yellow_circle: evaluating it as unseen is leakage.
+    ckpt = Path(__file__).resolve().parents[2] / "checkpoints" / "shapes" / "triplet.safetensors"
+    args = [
+        "--data",
+        "shapes",
+        "--methods",
+        f"triplet:{ckpt}",
+        "--protocol",
+        "seed",
+        "--out",
+        str(tmp_path / "x.json"),
+    ]
+    assert main(args) == 0  # its own split: fine
+    with pytest.raises(UserError, match="was trained on yellow_circle"):
+        main([*args, "--unseen-classes", "red_circle,yellow_circle,orange_circle"])

@@ -33,9 +33,17 @@ from tqdm import tqdm
 
 from bench.timing import Clock, is_oom, latency_stats, time_steps
 from imsim.backends import Backend, create_backend, options_from_args
-from imsim.cli import add_backend_args, add_method_args, csv_list, method_item, positive_int, run
+from imsim.cli import (
+    add_backend_args,
+    add_method_args,
+    add_one_method_args,
+    csv_list,
+    method_item,
+    positive_int,
+    run,
+)
 from imsim.errors import UserError
-from imsim.methods import create_method, list_methods
+from imsim.methods import create_method
 from imsim.results import cpu_flags, make_results, record, write_json_atomic
 
 DEFAULT_BATCH_SIZES = "1,8,32,128,512"
@@ -44,8 +52,7 @@ PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.floa
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.fps", description=__doc__.split("\n")[0])
-    p.add_argument("--method", required=True, help=f"one of {', '.join(list_methods())}")
-    p.add_argument("--checkpoint", default=None, help="weights file of a trained method")
+    add_one_method_args(p)
     add_method_args(p)
     add_backend_args(p, required=True)
     p.add_argument(

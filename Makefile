@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CIFAR10_ZIP ?= ../shared/data/cifar10-jpg.zip
+comma := ,
 
 DEMO_IMAGES ?= shapes:test
 DEMO_METHOD ?= pixels
@@ -12,7 +13,7 @@ DEMO_PORT ?= 8000
 ONNX_DIR ?= artifacts/onnx
 ENGINE_DIR ?= artifacts/engines
 
-.PHONY: venv quickstart train test test-all lint accuracy onnx engines parity demo clean
+.PHONY: venv quickstart train test test-all lint accuracy onnx engines parity bench demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +77,39 @@ parity: onnx
 		--out results/shapes/parity/pixels-onnxruntime-fp16.json
 	$(BIN)/python -m bench.parity --method pixels --backend torch --precision bf16 \
 		--out results/shapes/parity/pixels-torch-bf16.json
+
+## The whole chain on $(BENCH_DATA): train (if no checkpoint), export, accuracy, parity, fps,
+## report. A parity FAIL is a result (shown in the report), so the chain goes on after one.
+BENCH_DATA ?= shapes
+BENCH_NAME ?= shapes
+NEURAL := triplet contrastive autoencoder
+BACKEND_SETUPS := "torch bf16" "onnxruntime fp32" "onnxruntime fp16" "openvino fp32" "openvino bf16"
+CKPTS := $(foreach m,$(NEURAL),$(m):checkpoints/$(BENCH_NAME)/$(m).safetensors)
+bench: venv
+	for m in $(NEURAL); do \
+	  test -f checkpoints/$(BENCH_NAME)/$$m.safetensors || \
+	    $(BIN)/python -m train --method $$m --data $(BENCH_DATA) --epochs $(EPOCHS) \
+	      --out checkpoints/$(BENCH_NAME) $(TRAIN_ARGS) || exit 1; \
+	  $(BIN)/python -m export --method $$m --checkpoint checkpoints/$(BENCH_NAME)/$$m.safetensors \
+	    --data $(BENCH_DATA) --out $(ONNX_DIR)/$(BENCH_NAME) || exit 1; \
+	done
+	$(BIN)/python -m bench.accuracy --data $(BENCH_DATA) --protocol seed,episodes \
+	  --methods pixels,color-hist,$(subst $(eval) ,$(comma),$(CKPTS)) \
+	  --out results/$(BENCH_NAME)/accuracy-bench.json
+	for m in $(NEURAL); do \
+	  W="--checkpoint checkpoints/$(BENCH_NAME)/$$m.safetensors --onnx-dir $(ONNX_DIR)/$(BENCH_NAME)"; \
+	  for s in $(BACKEND_SETUPS); do set -- $$s; \
+	    $(BIN)/python -m bench.parity --method $$m $$W --data $(BENCH_DATA) --backend $$1 \
+	      --precision $$2 --out results/$(BENCH_NAME)/parity/$$m-$$1-$$2.json; \
+	  done; \
+	  $(BIN)/python -m bench.fps --method $$m $$W --batch-sizes 1,32,256 --backend torch \
+	    --precision fp32 --no-channels-last --out results/fps/$$m-torch-fp32-nchw-cpu.json || exit 1; \
+	  for s in $(BACKEND_SETUPS); do set -- $$s; \
+	    $(BIN)/python -m bench.fps --method $$m $$W --batch-sizes 1,32,256 --backend $$1 \
+	      --precision $$2 --out results/fps/$$m-$$1-$$2-cpu.json || exit 1; \
+	  done; \
+	done
+	$(BIN)/python -m bench.report --results results
 
 ## Index a gallery (default: the built-in shapes test split) and serve the search page.
 demo: venv

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -48,16 +49,16 @@ def resize_array(image: np.ndarray, size: int) -> np.ndarray:
     return np.array(Image.fromarray(image).resize((size, size), Image.BICUBIC), dtype=np.uint8)
 
 
-class Gallery:
+class Gallery(ABC):
     """Base class: ``items`` in a fixed order, ``read`` gives one item's pixels or bytes."""
 
     items: list[Item]
     source: dict[str, Any]  # how to find the gallery again (recorded in the index manifest)
     native_size: int | None = None  # side of every image when the gallery has one fixed size
 
+    @abstractmethod
     def read_key(self, key: str) -> bytes | np.ndarray:
         """Encoded file bytes (folders, zips) or a uint8 (H, W, 3) array (dataset splits)."""
-        raise NotImplementedError
 
     def image_by_key(self, key: str, size: int | None = None) -> np.ndarray:
         """One image as uint8 RGB, resized to (size, size) unless size is None."""

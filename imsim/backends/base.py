@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from imsim.artifacts import check_weights, load_onnx_sidecar
 from imsim.data.types import Split
 from imsim.errors import UserError
 from imsim.methods.base import Embedder, Scorer, check_images
@@ -141,6 +142,14 @@ def method_module(embedder: Embedder, backend: str):
             "cannot run it; use its own embedding (no --backend)"
         )
     return module
+
+
+def checked_export(embedder: Embedder, backend: str, path: Path) -> dict:
+    """The sidecar of an ONNX export, after checking it was exported from this method's weights."""
+    module = method_module(embedder, backend)
+    sidecar = load_onnx_sidecar(path, embedder.spec.name)
+    check_weights(sidecar, module, path)
+    return sidecar
 
 
 def require_file(path: Path, what: str, fix: str) -> Path:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from imsim.artifacts import check_weights, load_onnx_sidecar, onnx_path
-from imsim.backends.base import Backend, BackendOptions, method_module
+from imsim.artifacts import load_onnx_sidecar, onnx_path
+from imsim.backends.base import Backend, BackendOptions, checked_export
 from imsim.errors import UserError
 from imsim.methods.base import Embedder
 
@@ -139,12 +139,10 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> OnnxRuntimeBackend:
-        module = method_module(embedder, cls.name)
         if options.precision not in cls.precisions:
             raise UserError(f"backend 'onnxruntime' runs fp32 or fp16, not {options.precision!r}")
         path = onnx_path(options.onnx_dir, embedder.spec.name, options.precision)
-        sidecar = load_onnx_sidecar(path, embedder.spec.name)
-        check_weights(sidecar, module, path)
+        sidecar = checked_export(embedder, cls.name, path)
         return cls(
             path,
             precision=options.precision,

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from imsim.artifacts import check_weights, load_onnx_sidecar, onnx_path
-from imsim.backends.base import Backend, BackendOptions, method_module
+from imsim.artifacts import load_onnx_sidecar, onnx_path
+from imsim.backends.base import Backend, BackendOptions, checked_export
 from imsim.errors import UserError
 from imsim.methods.base import Embedder
 
@@ -71,12 +71,10 @@ class OpenVinoBackend(Backend):
 
     @classmethod
     def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> OpenVinoBackend:
-        module = method_module(embedder, cls.name)
         if options.precision not in cls.precisions:
             raise UserError(f"backend 'openvino' runs fp32 or bf16, not {options.precision!r}")
         path = onnx_path(options.onnx_dir, embedder.spec.name, "fp32")
-        sidecar = load_onnx_sidecar(path, embedder.spec.name)
-        check_weights(sidecar, module, path)
+        sidecar = checked_export(embedder, cls.name, path)
         return cls(path, options.precision, options.device, options.threads, sidecar)
 
     def prepare(self, images: np.ndarray) -> np.ndarray:

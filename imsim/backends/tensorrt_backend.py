@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from imsim.artifacts import check_weights, load_onnx_sidecar, onnx_path
-from imsim.backends.base import Backend, BackendOptions, method_module
+from imsim.artifacts import onnx_path
+from imsim.backends.base import Backend, BackendOptions, checked_export
 from imsim.backends.engine_manifest import check_manifest, engine_path, load_manifest
 from imsim.backends.torch_backend import require_device
 from imsim.errors import UserError
@@ -123,9 +123,7 @@ class TensorRTBackend(Backend):
             onnx_path(options.onnx_dir, embedder.spec.name, p).name for p in ("fp32", "fp16")
         }:
             raise UserError(f"{engine} was built from {src.name}, not an export of this method")
-        check_weights(
-            load_onnx_sidecar(src, embedder.spec.name), method_module(embedder, "trt"), src
-        )
+        checked_export(embedder, "trt", src)
         return cls(engine, options.onnx_dir, options.device)
 
     def prepare(self, images: np.ndarray) -> torch.Tensor:

@@ -43,8 +43,9 @@ from imsim.cli import (
     run,
 )
 from imsim.errors import UserError
+from imsim.hardware import capabilities
 from imsim.methods import create_method
-from imsim.results import cpu_flags, make_results, record, write_json_atomic
+from imsim.results import make_results, record, write_json_atomic
 
 DEFAULT_BATCH_SIZES = "1,8,32,128,512"
 PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--buffers", type=positive_int, default=4, help="distinct inputs rotated (default 4)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random input images")
+    p.add_argument(
+        "--peak-size",
+        type=positive_int,
+        default=None,
+        help="side of the square matmul that measures the peak (default: 2048 CPU, 8192 GPU)",
+    )
     p.add_argument("--out", default=None, help="results JSON (default: results/fps/<setup>.json)")
     return p
 
@@ -91,19 +98,25 @@ def batch_sizes(text: str) -> list[int]:
 
 
 def count_flops(module: torch.nn.Module, image_size: int) -> float | None:
-    """FLOPs per image of one forward pass (fp32, batch 2), or None when nothing is counted."""
+    """FLOPs per image of one forward pass (fp32, batch 2), or None when nothing is counted.
+
+    The count must not depend on the machine, yet which attention kernel runs does: the fused
+    ``nn.MultiheadAttention`` fast path and the CPU flash-attention kernel (picked on some CPUs,
+    not others) are single ops the counter does not see. Counting runs the regular attention path
+    with PyTorch's math SDPA kernel, which computes the same thing as explicit matrix multiplies
+    (QK^T and AV) that the counter sees on every machine.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     param = next(module.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     x = torch.randint(0, 256, (2, image_size, image_size, 3), dtype=torch.uint8, device=device)
     counter = FlopCounterMode(display=False)
-    # nn.MultiheadAttention's inference fast path is one fused op the counter does not see
-    # (a ViT-B/32 would count 5.9 of its 8.8 GFLOP); the regular path computes the same thing.
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.inference_mode(), counter:
+        with torch.inference_mode(), sdpa_kernel([SDPBackend.MATH]), counter:
             module(x)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
@@ -111,26 +124,25 @@ def count_flops(module: torch.nn.Module, image_size: int) -> float | None:
     return float(total) / 2 if total > 0 else None
 
 
-def cpu_has_fp16_math() -> bool:
-    """Whether this CPU has fp16 arithmetic (AVX512-FP16 or AMX-FP16)."""
-    flags = cpu_flags()
-    return "avx512_fp16" in flags or "amx_fp16" in flags
-
-
 def measure_peak(
     device: str, precision: str, n: int | None = None, iters: int = 20, clock: Clock | None = None
 ) -> dict[str, Any]:
     """The device's matrix-multiply rate in ``precision`` (best of ``iters`` n x n products).
 
-    On a CPU without fp16 arithmetic, fp16 runs are compared with the fp32 rate: fp16 graphs
-    compute in fp32 there (and PyTorch's fallback fp16 matmul is not a peak of anything).
+    Where the device only emulates ``precision`` (``imsim.hardware``: fp16 on most CPUs, bf16 on
+    AVX2-only ones), runs are compared with the fp32 rate instead: the emulated products compute
+    in fp32 or slower, and an emulated matmul is not a peak of anything.
     """
     dev = torch.device(device)
     n = n or (8192 if dev.type == "cuda" else 2048)
     note = None
-    if dev.type == "cpu" and precision == "fp16" and not cpu_has_fp16_math():
+    caps = capabilities(dev)
+    if not caps.native(precision):
+        note = (
+            f"{precision} is emulated on {caps.name}: {precision} runs are compared with the "
+            "fp32 rate"
+        )
         precision = "fp32"
-        note = "no fp16 arithmetic on this CPU: fp16 runs are compared with the fp32 rate"
     dtype = PEAK_DTYPES[precision]
     g = torch.Generator(device=dev).manual_seed(0)
     a = torch.randn(n, n, device=dev, dtype=torch.float32, generator=g).to(dtype)
@@ -274,7 +286,12 @@ def sweep(
     clock: Clock = time.perf_counter,
 ) -> list[dict[str, Any]]:
     """One record per batch size; out-of-memory sizes are recorded and the sweep goes on."""
-    tags = {"backend": backend.name, "precision": backend.precision, "device": backend.device}
+    tags = {
+        "backend": backend.name,
+        "precision": backend.precision,
+        "device": backend.device,
+        **backend.precision_tags(),
+    }
     rows = []
     for batch in tqdm(sizes, desc=f"fps {name} {backend.name}", unit="batch size", leave=False):
         try:
@@ -314,10 +331,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         m = r["model_only"]
         gf = f"{m['gflops_per_s']:.1f}" if "gflops_per_s" in m else ""
         frac = f"{100 * m['peak_fraction']:.1f}" if "peak_fraction" in m else ""
+        first = f"{r['first_step_s']:.2f}" if r.get("first_step_s") is not None else ""
         lines.append(
             f"| {r['batch_size']} | {r['images_per_s']:.1f} | {r['p50_ms']:.2f} | "
             f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {m['images_per_s']:.1f} | "
-            f"{m['p50_ms']:.2f} | {gf} | {frac} | {r['first_step_s']:.2f} |"
+            f"{m['p50_ms']:.2f} | {gf} | {frac} | {first} |"
         )
     return "\n".join(lines)
 
@@ -366,9 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"the backend takes {backend.input_size} images, not {side}x{side}")
 
     flops = count_flops(method.as_module(), side)
-    peak = measure_peak(backend.device, backend.precision)
+    peak = measure_peak(backend.device, backend.precision, n=args.peak_size)
     print(
-        f"{name} on {backend.name} {backend.precision} {backend.device}: setup {setup_s:.2f} s, "
+        f"{name} on {backend.name} {backend.precision_tags()['precision_label']} "
+        f"{backend.device}: setup {setup_s:.2f} s, "
         f"{(flops or 0) / 1e9:.3f} GFLOP/image, {peak['dtype']} matmul peak "
         f"{peak['gflops_per_s']:.0f} GFLOP/s, load average {load_start}",
         file=sys.stderr,

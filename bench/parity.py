@@ -101,7 +101,12 @@ def compare(
     name = method.spec.name
     ref = embed_all(BackendEmbedder(method, reference), pool.images, "reference", batch_size)
     out = embed_all(BackendEmbedder(method, backend), pool.images, backend.name, batch_size)
-    tags = {"backend": backend.name, "precision": backend.precision, "device": backend.device}
+    tags = {
+        "backend": backend.name,
+        "precision": backend.precision,
+        "device": backend.device,
+        **backend.precision_tags(),
+    }
     rows: list[dict] = []
 
     def check(protocol: str, metric: str, value: float, limit: float, op: str, **extra) -> None:
@@ -175,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     pool = ds.test.subset(ds.split.unseen)
     reference = TorchBackend(module, "fp32", args.device, channels_last=False, compile=False)
     print(
-        f"{name}: {backend.name} {backend.precision} on {backend.device} vs PyTorch fp32 eager "
+        f"{name}: {backend.name} {backend.precision_tags()['precision_label']} on {backend.device} "
+        "vs PyTorch fp32 eager "
         f"on {reference.device}, {len(pool)} unseen-class test images of {ds.name}",
         file=sys.stderr,
     )
@@ -192,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_size,
     )
     print(format_table(rows))
-    print(f"{name} {backend.name} {backend.precision}: {'PASS' if passed else 'FAIL'}")
+    label = backend.precision_tags()["precision_label"]
+    print(f"{name} {backend.name} {label}: {'PASS' if passed else 'FAIL'}")
     out = args.out or f"results/parity/{name}-{args.backend}-{args.precision}.json"
     doc = make_results(
         "parity",

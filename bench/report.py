@@ -95,7 +95,8 @@ def setup_key(backend: dict[str, Any]) -> tuple:
 
 def setup_label(backend: dict[str, Any]) -> str:
     """Backend, precision and the options that change speed, e.g. ``torch bf16 compile``."""
-    parts = [backend.get("backend", "?"), backend.get("precision", "?")]
+    precision = backend.get("precision_label") or backend.get("precision", "?")
+    parts = [backend.get("backend", "?"), precision]
     if backend.get("backend") == "torch":
         parts += ["compile"] if backend.get("compile") else []
         parts += [] if backend.get("channels_last", True) else ["NCHW"]

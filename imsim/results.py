@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from imsim.hardware import capabilities, cpu_info
+
 SCHEMA = "imsim.results/1"
 PACKAGES = (
     "imsim",
@@ -47,21 +49,12 @@ def record(method: str, protocol: str, metric: str, value: float, **extra: Any) 
     return row
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # CPU features that decide which kernels run (AVX-512, bf16 dot products, AMX tiles).
 CPU_FLAGS = (
     "avx2",
     "avx512f",
     "avx512_vnni",
+    "avx_vnni",
     "avx512_bf16",
     "avx512_fp16",
     "amx_bf16",
@@ -72,14 +65,8 @@ CPU_FLAGS = (
 
 def cpu_flags() -> list[str]:
     """The decisive CPU features (``CPU_FLAGS``) this machine has."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in CPU_FLAGS if f in have]
-    except OSError:
-        pass
-    return []
+    have = cpu_info()[1]
+    return [f for f in CPU_FLAGS if f in have]
 
 
 def _gpu_driver() -> str | None:
@@ -130,9 +117,10 @@ def environment() -> dict[str, Any]:
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_info()[0],
         "cpu_count": os.cpu_count(),
         "cpu_flags": cpu_flags(),
+        "hardware": {"cpu": capabilities("cpu").to_dict()},
         "packages": versions,
         "git_commit": _git_commit(),
     }
@@ -145,6 +133,7 @@ def environment() -> dict[str, Any]:
             env["cuda"] = torch.version.cuda
             env["cudnn"] = torch.backends.cudnn.version()
             env["gpu_driver"] = _gpu_driver()
+            env["hardware"]["cuda"] = capabilities("cuda").to_dict()
     except ImportError:
         pass
     return env

@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--amp",
         default="auto",
         choices=("auto", "bf16", "fp16", "off"),
-        help="mixed precision; auto: bf16 on CPUs with native bf16 and on CUDA, else off",
+        help="mixed precision; auto: only what the device runs natively: bf16 on CPUs with "
+        "AVX512-BF16/AMX and on GPUs with native bf16 (Ampere+), fp16 on older GPUs with tensor "
+        "cores (T4, V100), else off; bf16/fp16 asked for on a device that emulates it still run, "
+        "with a warning",
     )
     return p
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from imsim.checkpoints import checkpoint_paths, load_checkpoint, load_state, save_checkpoint
 from imsim.data import Dataset
 from imsim.errors import UserError
+from imsim.hardware import capabilities, warn_if_emulated
 from imsim.models import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -57,18 +58,21 @@ class RunConfig:
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 on CPUs that run it natively (AMX/AVX512-BF16) and on CUDA GPUs
-    that support it, else fp16 on CUDA; None = full precision."""
+    """The autocast dtype. ``auto`` picks only what the device runs natively
+    (``imsim.hardware``): bf16 on CPUs with AVX512-BF16/AMX and on GPUs with native bf16, fp16
+    (with loss scaling) on GPUs with fp16 tensor cores but no bf16 (T4, V100), else full
+    precision (None). ``bf16``/``fp16`` asked for explicitly run anyway, with a warning when
+    emulated."""
     if amp == "off":
         return None
-    if amp == "bf16":
+    if amp in ("bf16", "fp16"):
+        warn_if_emulated(amp, device, "training (--amp)")
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    caps = capabilities(device)
+    if caps.native_bf16:
         return torch.bfloat16
-    if amp == "fp16":
+    if caps.kind == "cuda" and caps.native_fp16:
         return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
     return None
 
 

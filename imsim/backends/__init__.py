@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 from imsim.backends.base import Backend, BackendEmbedder, BackendOptions
 from imsim.errors import UserError
@@ -35,8 +36,18 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def create_backend(name: str, embedder: Embedder, options: BackendOptions) -> Backend:
-    """The named backend running ``embedder``'s network with ``options``."""
-    return backend_class(name).from_embedder(embedder, options)
+    """The named backend running ``embedder``'s network with ``options``; one warning line when
+    the device only emulates the precision asked for (it still runs)."""
+    backend = backend_class(name).from_embedder(embedder, options)
+    tags = backend.precision_tags()
+    if not tags["precision_native"]:
+        print(
+            f"warning: backend {name!r} runs {tags['precision_label']} here: this device has no "
+            f"native {backend.precision}; expect it to be slow, and compare it only with other "
+            "emulated runs",
+            file=sys.stderr,
+        )
+    return backend
 
 
 def options_from_args(args: argparse.Namespace) -> BackendOptions:

@@ -23,6 +23,7 @@ import numpy as np
 from imsim.artifacts import check_weights, load_onnx_sidecar
 from imsim.data.types import Split
 from imsim.errors import UserError
+from imsim.hardware import precision_tags
 from imsim.methods.base import Embedder, Scorer, check_images
 
 
@@ -97,9 +98,19 @@ class Backend(ABC):
             raise RuntimeError(f"{self.name} backend returned {out.shape} for {len(images)} images")
         return out
 
+    def precision_tags(self) -> dict[str, Any]:
+        """``precision_label`` (e.g. ``bf16 (emulated)``) and ``precision_native`` of this run,
+        from what the device computes natively (``imsim.hardware``)."""
+        return precision_tags(self.precision, self.device)
+
     def describe(self) -> dict[str, Any]:
         """What ran: backend, precision, device and the artifact or settings behind it."""
-        return {"backend": self.name, "precision": self.precision, "device": self.device}
+        return {
+            "backend": self.name,
+            "precision": self.precision,
+            "device": self.device,
+            **self.precision_tags(),
+        }
 
 
 class BackendEmbedder(Embedder):

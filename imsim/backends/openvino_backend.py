@@ -65,7 +65,10 @@ class OpenVinoBackend(Backend):
         self.compiled = ov.Core().compile_model(str(self.path), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
-        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        chosen = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = str(chosen)
+        # What OpenVINO chose to run: "f32", "bf16", "f16".
+        self.inference_type = chosen.get_type_name() if hasattr(chosen, "get_type_name") else None
         h, w = self.sidecar["input_size"]
         self.input_size = (int(h), int(w))
 
@@ -90,6 +93,15 @@ class OpenVinoBackend(Backend):
 
     def fetch(self, y: np.ndarray) -> np.ndarray:
         return y
+
+    def precision_tags(self) -> dict[str, Any]:
+        # OpenVINO quietly runs a bf16 hint in f32 on CPUs without bf16 (its compiled model says
+        # which precision it chose): the label says what ran.
+        ran = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(self.inference_type or "")
+        if ran is not None and ran != self.precision:
+            label = f"{self.precision} (ran as {ran})"
+            return {"precision_label": label, "precision_native": False}
+        return super().precision_tags()
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

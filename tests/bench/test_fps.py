@@ -3,14 +3,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench import fps
 from export.__main__ import main as export_main
 from imsim.backends import BackendOptions, create_backend
 from imsim.errors import UserError
+from imsim.hardware import forced
 from imsim.methods import create_method
 from tests import nets
 from tests.bench.test_timing import FakeClock
+from tests.machines import ZEN5
 
 
 @pytest.fixture
@@ -123,7 +126,8 @@ def test_peak_is_a_matmul_rate_in_the_run_precision():
 
     torch.mm = mm
     try:
-        peak = fps.measure_peak("cpu", "bf16", n=64, iters=3, clock=clock)
+        with forced(ZEN5):
+            peak = fps.measure_peak("cpu", "bf16", n=64, iters=3, clock=clock)
     finally:
         torch.mm = real_mm
     assert peak["dtype"] == "bfloat16" and peak["matmul"] == "64x64 @ 64x64"
@@ -157,10 +161,13 @@ def test_command_writes_one_record_per_batch_size(registered, keep_threads, tmp_
         "1",
         "--threads",
         "1",
+        "--peak-size",
+        "128",
         "--out",
         str(out),
     ]
-    assert fps.main(argv) == 0
+    with forced(ZEN5):  # a CPU with native bf16: the peak is a bf16 matmul
+        assert fps.main(argv) == 0
     doc = json.loads(out.read_text())
     assert doc["schema"] == "imsim.results/1" and doc["kind"] == "fps"
     assert [r["batch_size"] for r in doc["results"]] == [1, 8]
@@ -173,6 +180,7 @@ def test_command_writes_one_record_per_batch_size(registered, keep_threads, tmp_
         assert r["gflops_per_s"] == pytest.approx(r["images_per_s"] * doc["flops_per_image"] / 1e9)
     assert doc["flops_per_image"] == fps.count_flops(create_method("test-convnet").as_module(), 32)
     assert doc["peak"]["dtype"] == "bfloat16" and doc["peak"]["gflops_per_s"] > 0
+    assert doc["peak"]["matmul"] == "128x128 @ 128x128"
     assert doc["backend"]["threads"] == 1 and doc["env"]["torch_threads"] == 1
     assert len(doc["load_average"]["start"]) == 3 and doc["setup_s"] >= 0
     assert {"cpu", "cpu_flags", "git_commit", "packages"} <= set(doc["env"])
@@ -237,10 +245,30 @@ def test_flops_count_attention_on_the_fast_path_too(registered):
     assert torch.backends.mha.get_fastpath_enabled()
     assert fps.count_flops(module, 32) == expected
     assert torch.backends.mha.get_fastpath_enabled()  # restored
+    # Whichever attention kernel this machine would pick (CPU flash attention is one op the
+    # counter does not see; some CPUs pick it, others the math kernel), the count is the same.
+    for kernels in ([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH], [SDPBackend.MATH]):
+        with sdpa_kernel(kernels):
+            assert fps.count_flops(module, 32) == expected
 
 
-def test_fp16_peak_on_a_cpu_without_fp16_math_is_the_fp32_rate(monkeypatch):
-    monkeypatch.setattr(fps, "cpu_flags", lambda: ["avx512f", "avx512_bf16"])
-    peak = fps.measure_peak("cpu", "fp16", n=64, iters=2)
-    assert peak["dtype"] == "float32" and "no fp16 arithmetic" in peak["note"]
-    assert fps.measure_peak("cpu", "bf16", n=64, iters=2)["dtype"] == "bfloat16"
+class _BareAttention(torch.nn.Module):
+    """``scaled_dot_product_attention`` on 4 heads of 16 tokens x 8 channels per image."""
+
+    def forward(self, x):
+        q = x.float().reshape(len(x), 4, 16, -1)[..., :8]
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q).flatten(1)
+
+
+def test_flops_of_a_bare_attention_call_do_not_depend_on_the_kernel():
+    expected = 2 * 2 * (4 * 16 * 16 * 8)  # QK^T and AV, per image
+    for kernels in ([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH], [SDPBackend.MATH]):
+        with sdpa_kernel(kernels):
+            assert fps.count_flops(_BareAttention(), 16) == expected
+
+
+def test_fp16_peak_on_a_cpu_without_fp16_math_is_the_fp32_rate():
+    with forced(ZEN5):
+        peak = fps.measure_peak("cpu", "fp16", n=64, iters=2)
+        assert peak["dtype"] == "float32" and "fp16 is emulated" in peak["note"]
+        assert fps.measure_peak("cpu", "bf16", n=64, iters=2)["dtype"] == "bfloat16"

@@ -14,9 +14,11 @@ from imsim.backends import (
 from imsim.backends.onnxruntime_backend import OnnxRuntimeBackend, default_opt_level
 from imsim.backends.torch_backend import TorchBackend
 from imsim.errors import UserError
+from imsim.hardware import capabilities, forced
 from imsim.methods import create_method
 from imsim.parity import tensor_metrics
 from tests import nets
+from tests.machines import ZEN5
 
 
 @pytest.fixture
@@ -47,16 +49,20 @@ def test_torch_fp32_is_the_module_and_low_precision_is_close(registered):
     ref = method.embed(x)
     fp32 = TorchBackend(method.as_module(), "fp32", channels_last=True)
     np.testing.assert_allclose(fp32.embed(x), ref, atol=2e-6)
-    bf16 = create_backend("torch", method, BackendOptions(precision="bf16"))
+    with forced(ZEN5):  # the label says native here, emulated on an AVX2-only CPU
+        bf16 = create_backend("torch", method, BackendOptions(precision="bf16"))
+        described = bf16.describe()
     out = bf16.embed(x)
     t = tensor_metrics(ref, out)
     # bf16 really ran (not bit-identical) and stayed close; output renormalized in fp32.
     assert 0 < t["abs_max"] < 0.05 and t["cosine_min"] > 0.99
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
-    assert bf16.describe() == {
+    assert described == {
         "backend": "torch",
         "precision": "bf16",
         "device": "cpu",
+        "precision_label": "bf16",
+        "precision_native": True,
         "channels_last": True,
         "compile": False,
     }
@@ -200,6 +206,13 @@ def test_openvino_runs_the_fp32_export_in_fp32_and_bf16(exported, registered):
     assert 0 < t["abs_max"] < 0.05 and t["cosine_min"] > 0.99  # bf16 really ran, and close
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
     assert bf16.describe()["threads"] == 1
+    # The label says what OpenVINO chose: bf16 where the CPU has it, else it ran fp32.
+    ran_bf16 = bf16.inference_type == "bf16"
+    assert bf16.precision_tags() == {
+        "precision_label": capabilities("cpu").label("bf16") if ran_bf16 else "bf16 (ran as fp32)",
+        "precision_native": ran_bf16 and capabilities("cpu").native_bf16,
+    }
+    assert fp32.precision_tags() == {"precision_label": "fp32", "precision_native": True}
     # Outputs are copies: a later call does not overwrite an earlier result.
     y = bf16.run_prepared(bf16.prepare(x))
     bf16.run_prepared(bf16.prepare(nets.images(5, seed=1)))

@@ -49,9 +49,12 @@ class LoadedClip:
             probe = torch.zeros(1, 8, 8, 3, dtype=torch.uint8, device=device)
             self.embedding_dim = int(self.image(probe).shape[1])
 
-    def embed_images(self, images: np.ndarray) -> np.ndarray:
+    def embed_images(self, images: np.ndarray, normalize: bool = True) -> np.ndarray:
+        """Image embeddings, L2-normalized, or the raw ``get_image_features`` outputs."""
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+            if not normalize:
+                return self.image.visual(self.image.preprocess(x)).float().cpu().numpy()
             return self.image(x).float().cpu().numpy()
 
     def _tokenize(self, texts: list[str]) -> torch.Tensor:

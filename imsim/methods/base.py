@@ -48,10 +48,19 @@ class MethodSpec:
 
 
 class Scorer:
-    """Cosine similarities over a pool of L2-normalized features, indexed by pool position."""
+    """Cosine similarities over a pool of L2-normalized features, indexed by pool position.
 
-    def __init__(self, feats: np.ndarray, aggregation: Aggregation = "mean") -> None:
-        self.feats = np.ascontiguousarray(feats, dtype=np.float32)
+    ``raw_prototypes``: ``feats`` are raw (unnormalized) embeddings; similarities use their unit
+    vectors, and a class prototype is the normalized mean of the raw vectors (the reference
+    study's CLIP rule, where a large-norm support image weighs more) rather than of unit ones.
+    """
+
+    def __init__(
+        self, feats: np.ndarray, aggregation: Aggregation = "mean", raw_prototypes: bool = False
+    ) -> None:
+        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        self.raw = feats if raw_prototypes else None
+        self.feats = l2_normalize(feats) if raw_prototypes else feats
         self.aggregation = aggregation
 
     def pair_sim(self, q_idx: np.ndarray, s_idx: np.ndarray) -> np.ndarray:
@@ -67,7 +76,7 @@ class Scorer:
         if np.any(counts == 0):
             raise ValueError("every class needs at least one support item")
         if self.aggregation == "prototype":
-            protos = onehot.T @ self.feats[s_idx]
+            protos = onehot.T @ (self.feats if self.raw is None else self.raw)[s_idx]
             protos /= np.maximum(np.linalg.norm(protos, axis=1, keepdims=True), 1e-12)
             return self.feats[q_idx] @ protos.T
         sims = self.pair_sim(q_idx, s_idx)

@@ -1,7 +1,8 @@
 """``clip`` and ``clip-text``: frozen open_clip embeddings, image only or fused with class names.
 
 ``clip`` (the study's method 5): cosine similarity of a query to the normalized mean of a
-class's support embeddings (the prototype).
+class's support embeddings (the prototype). The default averages unit embeddings; ``--recipe
+seed`` averages the raw ``get_image_features`` outputs, as the study did (for both methods).
 
 ``clip-text`` (method 6) adds the similarity of the query to a text embedding of the class
 name, for the classes being ranked (the unseen ones at evaluation):
@@ -73,8 +74,9 @@ class ClipTextScorer(Scorer):
         feats: np.ndarray,
         class_text: Callable[[np.ndarray], np.ndarray],
         text_weight: float,
+        raw_prototypes: bool = False,
     ) -> None:
-        super().__init__(feats, "prototype")
+        super().__init__(feats, "prototype", raw_prototypes)
         self.class_text = class_text
         self.text_weight = float(text_weight)
 
@@ -91,9 +93,14 @@ class ClipEmbedder(Embedder):
 
     base_name = "clip"
 
-    def __init__(self, clip: LoadedClip, batch_size: int = 256) -> None:
+    def __init__(self, clip: LoadedClip, batch_size: int = 256, recipe: str = "default") -> None:
+        if recipe not in ("default", "seed"):
+            raise UserError(f"unknown recipe {recipe!r} for {self.base_name}; use default or seed")
         self.clip = clip
         self.batch_size = batch_size
+        # seed: the study's prototype, the mean of raw get_image_features outputs (embed returns
+        # them raw; the scorer normalizes); default: the mean of unit embeddings.
+        self.recipe = recipe
         cfg = clip.preprocess_cfg
         name = self.base_name + (RANDOM_TAG if clip.weights.random else "")
         self.spec = MethodSpec(
@@ -102,13 +109,18 @@ class ClipEmbedder(Embedder):
             input_size=int(clip.image.preprocess.output_size[0]),
             normalization=(
                 f"open_clip preprocess in the module ({cfg.get('resize_mode')} resize, "
-                f"{cfg.get('interpolation')}, mean/std), then unit L2 norm"
+                f"{cfg.get('interpolation')}, mean/std), then "
+                + ("raw (prototype = mean of raw features)" if recipe == "seed" else "unit L2 norm")
             ),
             support_aggregation="prototype",
         )
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        return self.clip.embed_images(check_images(images))
+        return self.clip.embed_images(check_images(images), normalize=self.recipe != "seed")
+
+    def scorer(self, feats: np.ndarray, class_names: list[str]) -> Scorer:
+        del class_names
+        return Scorer(feats, "prototype", raw_prototypes=self.recipe == "seed")
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         return self.clip.embed_text(list(texts))
@@ -133,10 +145,7 @@ class ClipTextEmbedder(ClipEmbedder):
         fit_images_per_class: int = 20,
         fit_episodes: int = 300,
     ) -> None:
-        if recipe not in ("default", "seed"):
-            raise UserError(f"unknown recipe {recipe!r} for clip-text; use default or seed")
-        super().__init__(clip, batch_size)
-        self.recipe = recipe
+        super().__init__(clip, batch_size, recipe)
         self.spec = MethodSpec(**{**self.spec.to_dict(), "fits_on_seen": recipe == "default"})
         self.templates = ("{}",) if recipe == "seed" else CIFAR_TEMPLATES
         self.text_weight: float | None = SEED_TEXT_WEIGHT if recipe == "seed" else None
@@ -164,7 +173,9 @@ class ClipTextEmbedder(ClipEmbedder):
     def scorer(self, feats: np.ndarray, class_names: list[str]) -> ClipTextScorer:
         if self.text_weight is None:
             raise RuntimeError("clip-text chooses its text weight on seen classes: call fit first")
-        return ClipTextScorer(feats, self._lookup(class_names), self.text_weight)
+        return ClipTextScorer(
+            feats, self._lookup(class_names), self.text_weight, self.recipe == "seed"
+        )
 
     def fit(self, seen: Split, class_names: list[str]) -> None:
         """Choose the text weight by episodes on seen-class images and names only.
@@ -250,10 +261,11 @@ def create_clip(
     pretrained: str = "openai",
     device: str = "cpu",
     batch_size: int = 256,
+    recipe: str = "default",
     **_: object,
 ) -> ClipEmbedder:
     _no_arg("clip", arg)
-    return ClipEmbedder(load_clip(clip_model, pretrained, device), batch_size)
+    return ClipEmbedder(load_clip(clip_model, pretrained, device), batch_size, recipe)
 
 
 @register("clip-text", available=unavailable, help="CLIP image + class-name text (--recipe)")

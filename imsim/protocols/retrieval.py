@@ -25,25 +25,32 @@ def retrieval_metrics(
 
     ``sims`` is the square (N, N) matrix over the pool, or, with ``query_idx``, the (Q, N) rows of
     the pool positions ``query_idx`` only (every other pool item is still a candidate).
+
+    A query whose class has no other image in the pool can never be right; like
+    pytorch-metric-learning's ``AccuracyCalculator`` it is left out of every metric (counted in
+    ``n_excluded``). The query itself is removed from its ranking by position, so ties (e.g.
+    candidates scored ``-inf``) can never push another item out in its place.
     """
-    sims = np.array(sims, dtype=np.float64, copy=True)
+    sims = np.asarray(sims, dtype=np.float64)
     labels = np.asarray(labels)
     n = len(labels)
     q = np.arange(n) if query_idx is None else np.asarray(query_idx)
     if sims.shape != (len(q), n):
         raise ValueError(f"sims has shape {sims.shape}, expected {(len(q), n)}")
-    sims[np.arange(len(q)), q] = -np.inf
-    order = np.argsort(-sims, axis=1, kind="stable")[:, : n - 1]  # drop self (ranked last)
     q_labels = labels[q]
-    rel = labels[order] == q_labels[:, None]  # (Q, n-1)
     r = (q_labels[:, None] == labels[None, :]).sum(1) - 1  # same-class neighbours per query
-    out = {f"recall@{k}": float(rel[:, :k].any(axis=1).mean()) for k in ks}
     valid = r > 0
+    out: dict[str, float] = {"n_excluded": float(np.count_nonzero(~valid))}
+    if not valid.any():
+        raise ValueError("no query has another image of its class in the pool")
+    q, q_labels, r, sims = q[valid], q_labels[valid], r[valid], sims[valid]
+    order = np.argsort(-sims, axis=1, kind="stable")
+    order = order[order != q[:, None]].reshape(len(q), n - 1)  # drop the query itself
+    rel = labels[order] == q_labels[:, None]  # (Q, n-1)
+    out.update({f"recall@{k}": float(rel[:, :k].any(axis=1).mean()) for k in ks})
     prec = np.cumsum(rel, axis=1) / np.arange(1, n)
-    ranks = np.arange(n - 1)[None, :]
-    within_r = ranks < r[:, None]
-    ap = (prec * rel * within_r).sum(1)[valid] / r[valid]
-    out["map@r"] = float(ap.mean())
+    within_r = np.arange(n - 1)[None, :] < r[:, None]
+    out["map@r"] = float(((prec * rel * within_r).sum(1) / r).mean())
     return out
 
 
@@ -54,4 +61,8 @@ def evaluate(
     idx = np.flatnonzero(np.isin(labels, np.asarray(unseen)))
     sims = scorer.pair_sim(idx, idx)
     metrics = retrieval_metrics(sims, labels[idx])
-    return [record(method, "retrieval", m, v, n_queries=len(idx)) for m, v in metrics.items()]
+    excluded = int(metrics.pop("n_excluded"))
+    return [
+        record(method, "retrieval", m, v, n_queries=len(idx) - excluded, n_excluded=excluded)
+        for m, v in metrics.items()
+    ]

@@ -6,7 +6,8 @@ k = half the class count (5 of 10, chance 50%). Methods that declare ``support_a
 "images"`` rank the individual support images instead (the study's method 4), and hit when one of
 the ``k`` nearest images has the query's class. Top-1 on the same split is reported beside it.
 
-Unlike the study, no random flip is applied at evaluation, so the numbers are deterministic.
+Unlike the study, no random flip is applied at evaluation, so the numbers are deterministic. Each
+number carries a 95% Wilson interval over its queries (``ci95_low``, ``ci95_high``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,25 @@ def chance(k: int, n_classes: int, shots: int, by_images: bool) -> float:
     return 1.0 - comb(total - shots, k) / comb(total, k)
 
 
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% for z = 1.96).
+
+    The seed protocol scores a fixed set of queries once, so its uncertainty is that of a
+    proportion over the queries; Wilson's interval stays inside [0, 1] and keeps its coverage
+    near 0% and 100%, where the normal interval does not (e.g. 100% top-5 on shapes).
+    """
+    if n <= 0:
+        raise ValueError("the interval needs at least one query")
+    p = hits / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At 0 and n the bound is exactly 0 or 1 (the formula leaves a rounding error).
+    low = 0.0 if hits == 0 else float(center - half)
+    high = 1.0 if hits == n else float(center + half)
+    return low, high
+
+
 def topk_hits(
     scores: np.ndarray, candidate_labels: np.ndarray, query_labels: np.ndarray, k: int
 ) -> np.ndarray:
@@ -84,18 +104,23 @@ def evaluate(
     rows = []
     for kk in dict.fromkeys([k, 1]):
         hits = topk_hits(scores, cand, q_lab, kk)
+        low, high = wilson_interval(int(hits.sum()), len(hits))
         rows.append(
             record(
                 method,
                 "seed",
                 f"top{kk}",
                 hits.mean(),
+                ci95_low=low,
+                ci95_high=high,
+                ci95_method="wilson over queries",
                 chance=chance(kk, n, shots, by_images),
                 k=kk,
                 n_classes=n,
                 n_queries=len(q_idx),
                 shots=shots,
                 ranks="support images" if by_images else "classes",
+                n_candidates=len(cand),
             )
         )
     return rows

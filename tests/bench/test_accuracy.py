@@ -3,15 +3,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bench.accuracy import main
+from bench.accuracy import build_parser, main
 from imsim.errors import UserError
+from imsim.methods import parse_methods
 
 
 def test_shapes_end_to_end(tmp_path, capsys):
     out = tmp_path / "acc.json"
-    args = ["--data", "shapes", "--methods", "all", "--episodes", "100", "--out", str(out)]
+    args = ["--data", "shapes", "--methods", "pixels,color-hist", "--episodes", "100"]
+    args += ["--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| pixels | seed | top5 |" in printed and "chance 50.0%" in printed
@@ -26,6 +29,52 @@ def test_shapes_end_to_end(tmp_path, capsys):
         assert ep["chance"] + 3 * ep["ci95"] < ep["value"] < 0.8
         assert 0.5 < rows[(m, "seed", "top5")]["value"] < 0.97
         assert {"recall@1", "recall@5", "map@r"} <= {k[2] for k in rows if k[0] == m}
+
+
+def _small_imagefolder(root: Path, per_class: tuple[int, int] = (24, 12)) -> Path:
+    """A 6-class PNG ImageFolder of shapes renders (first 3 classes seen, last 3 unseen)."""
+    from PIL import Image
+
+    from imsim.data.shapes import COLORS, SHAPES, render
+
+    combos = ((0, 0), (1, 3), (2, 6), (3, 8), (5, 1), (7, 4))
+    for split, n in zip(("train", "test"), per_class, strict=True):
+        rng = np.random.default_rng(len(split))
+        for s, c in combos:
+            folder = root / split / f"{COLORS[c]}_{SHAPES[s]}"
+            folder.mkdir(parents=True)
+            for i, img in enumerate(render(np.full(n, s), np.full(n, c), rng)):
+                Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+def test_all_runs_every_available_method_end_to_end(tmp_path, capsys):
+    # Every method `all` expands to here (the classical pipeline's seen-class fit included), on a
+    # small gallery so that the expensive pairwise methods stay fast.
+    data = _small_imagefolder(tmp_path / "data")
+    out = tmp_path / "acc.json"
+    args = [
+        "--data",
+        f"imagefolder:{data}",
+        "--methods",
+        "all",
+        "--episodes",
+        "20",
+        "--queries",
+        "5",
+    ]
+    args += ["--out", str(out)]
+    assert main(args) == 0
+    doc = json.loads(out.read_text())
+    expected = parse_methods("all", **vars(build_parser().parse_args(args)))
+    assert len(expected) >= 6 and {"pixels", "color-hist", "classical"} <= set(expected)
+    got = {(r["method"], r["protocol"]) for r in doc["results"]}
+    for m in expected:
+        for proto in ("seed", "episodes", "retrieval"):
+            assert (m, proto) in got, (m, proto)
+    assert len(doc["split"]["unseen"]) == 3
+    assert all(0.0 <= r["value"] <= 1.0 for r in doc["results"])
+    assert "| classical | episodes | top1 |" in capsys.readouterr().out
 
 
 def test_bad_arguments_give_one_line(tmp_path):

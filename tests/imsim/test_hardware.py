@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench import fps
-from bench.report import setup_label
+from bench.report import device_label, setup_label
 from bench.setups import CPU_SETUPS, default_setups
 from bench.setups import main as setups_main
 from imsim import hardware
@@ -184,3 +184,16 @@ def test_warn_if_emulated(capsys):
         assert hardware.warn_if_emulated("fp16", "cuda:0", "x") is True
         assert hardware.warn_if_emulated("bf16", "cuda:0", "x") is False
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_report_tells_cpus_of_one_name_apart():
+    def doc(caps):
+        env = {"cpu": "AMD EPYC", "torch_threads": 2, "hardware": {"cpu": caps.to_dict()}}
+        return {"env": env, "backend": {"backend": "torch"}}
+
+    assert device_label(doc(ZEN3)) == "CPU AMD EPYC (AVX2, native fp32, 2 threads)"
+    assert device_label(doc(ZEN5)) == "CPU AMD EPYC (AVX512, native fp32/bf16, 2 threads)"
+    # Files written before the probe existed keep their old label.
+    assert (
+        device_label({"env": {"cpu": "AMD EPYC", "torch_threads": 2}}) == "CPU AMD EPYC (2 threads)"
+    )

@@ -13,6 +13,7 @@ from imsim.clip import weights
 from imsim.data.types import Split
 from imsim.errors import UserError
 from imsim.methods import create_method, parse_methods
+from imsim.methods.base import l2_normalize
 from imsim.methods.clip import (
     CIFAR_TEMPLATES,
     TEXT_WEIGHTS,
@@ -138,9 +139,10 @@ def test_seed_recipe_is_the_studys_rule(
     assert not method.spec.fits_on_seen and method.text_weight == 0.5
     spy = Spy(method, monkeypatch)
     p = pool()
-    feats = method.embed(p.images)
+    raw = method.embed(p.images)  # the study's recipe: raw features, normalized by the scorer
+    feats = l2_normalize(raw)
     s_idx, q_idx = np.arange(0, len(p), 8), np.setdiff1d(np.arange(len(p)), np.arange(0, len(p), 8))
-    sims = method.scorer(feats, NAMES).class_sim(q_idx, s_idx, p.labels[s_idx], np.asarray(UNSEEN))
+    sims = method.scorer(raw, NAMES).class_sim(q_idx, s_idx, p.labels[s_idx], np.asarray(UNSEEN))
     assert sorted(spy.texts) == sorted(NAMES[c] for c in UNSEEN)  # bare names: "willow_tree"
     text = method.embed_text([NAMES[c] for c in UNSEEN])
     image = feats[q_idx] @ feats[s_idx].T  # one support image per class: it is the prototype
@@ -183,3 +185,31 @@ def test_all_skips_clip_without_weights_but_naming_it_errors(
         create_method("clip", **opts)
     # With random weights nothing is missing: all includes them.
     assert {"clip", "clip-text"} <= set(parse_methods("all", **{**opts, "pretrained": "none"}))
+
+
+def test_seed_recipe_averages_raw_image_features_like_the_study(tiny: dict[str, str]) -> None:
+    seed, default = make("clip", tiny, recipe="seed"), make("clip", tiny)
+    p = pool()
+    raw = seed.embed(p.images)
+    unit = default.embed(p.images)
+    np.testing.assert_allclose(l2_normalize(raw), unit, atol=1e-5)  # same network, not normalized
+    norms = np.linalg.norm(raw, axis=1)
+    assert norms.std() > 1e-3 * norms.mean()  # the norms differ, so the two rules can differ
+    s_idx = np.flatnonzero(np.isin(np.arange(len(p)) % 8, (0, 1, 2)))
+    q_idx = np.setdiff1d(np.arange(len(p)), s_idx)
+    classes = np.asarray(UNSEEN)
+    got = seed.scorer(raw, NAMES).class_sim(q_idx, s_idx, p.labels[s_idx], classes)
+    # The study: prototype = normalized mean of raw features; cosine with the unit query.
+    protos = np.stack([raw[s_idx][p.labels[s_idx] == c].mean(0) for c in classes])
+    np.testing.assert_allclose(got, unit[q_idx] @ l2_normalize(protos).T, atol=1e-5)
+    # The default rule averages unit vectors: a different prototype.
+    ref = default.scorer(unit, NAMES).class_sim(q_idx, s_idx, p.labels[s_idx], classes)
+    unit_protos = np.stack([unit[s_idx][p.labels[s_idx] == c].mean(0) for c in classes])
+    np.testing.assert_allclose(ref, unit[q_idx] @ l2_normalize(unit_protos).T, atol=1e-5)
+    assert np.abs(got - ref).max() > 1e-6
+    # Image-to-image similarity (retrieval) is the cosine under both recipes.
+    np.testing.assert_allclose(
+        seed.scorer(raw, NAMES).pair_sim(q_idx, s_idx), unit[q_idx] @ unit[s_idx].T, atol=1e-5
+    )
+    with pytest.raises(UserError, match="unknown recipe 'fancy' for clip"):
+        make("clip", tiny, recipe="fancy")

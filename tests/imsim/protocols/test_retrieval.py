@@ -65,3 +65,44 @@ def test_evaluate_uses_only_unseen_pool():
     rows = evaluate(Scorer(f), labels, (5, 6), "m")
     assert {r["metric"]: r["value"] for r in rows}["recall@1"] == 1.0
     assert rows[0]["n_queries"] == 4
+
+
+def test_a_query_alone_in_its_class_is_left_out_like_pytorch_metric_learning():
+    rng = np.random.default_rng(1)
+    labels = np.array([0] * 8 + [1] * 8 + [2])  # class 2 has one image: it can never be right
+    f = rng.standard_normal((len(labels), 8))
+    f = (f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32)
+    ours = retrieval_metrics(f @ f.T, labels)
+    kept = retrieval_metrics((f @ f.T)[:16, :16], labels[:16])
+    assert ours["n_excluded"] == 1 and kept["n_excluded"] == 0
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "mean_average_precision_at_r"),
+        knn_func=CustomKNN(CosineSimilarity()),
+    )
+    t = torch.from_numpy(f)
+    ref = calc.get_accuracy(t, torch.from_numpy(labels), ref_includes_query=True)
+    assert ours["recall@1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
+    assert ours["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
+    scorer = Scorer(f)
+    rows = {r["metric"]: r for r in evaluate(scorer, labels, (0, 1, 2), "x")}
+    assert rows["recall@1"]["n_queries"] == 16 and rows["recall@1"]["n_excluded"] == 1
+
+
+def test_tied_minus_infinity_never_drops_another_item_for_the_query():
+    # q0's only same-class neighbour (item 3) is tied at -inf with everything else: with the
+    # query itself at -inf too, a stable sort kept item 0 and dropped item 3 from the ranking.
+    ninf = -np.inf
+    sims = np.array(
+        [
+            [0.0, ninf, ninf, ninf],
+            [ninf, 0.0, 0.9, 0.1],
+            [ninf, 0.9, 0.0, 0.1],
+            [0.5, 0.1, 0.2, 0.0],
+        ]
+    )
+    labels = np.array([0, 1, 1, 0])
+    m = retrieval_metrics(sims, labels, ks=(1, 3))
+    # q0 ranks 1, 2, 3 (all -inf, in order): its neighbour is 3rd -> recall@3 hit, AP@R 0.
+    # q1 -> 2 hit; q2 -> 1 hit; q3 -> 0 hit.
+    assert m["recall@1"] == pytest.approx(0.75) and m["recall@3"] == pytest.approx(1.0)
+    assert m["map@r"] == pytest.approx(0.75)

@@ -55,3 +55,27 @@ def test_random_features_near_chance():
 def test_too_few_images_is_an_error():
     with pytest.raises(UserError, match="more than 5"):
         seed.seed_split(np.array([1, 1, 1, 2, 2, 2, 2, 2, 2]), (1, 2))
+
+
+def test_wilson_interval_on_known_values():
+    # Wilson (1927) 95% interval: 950 of 950 -> [0.99598, 1]; 0 of 10 -> [0, 0.2775];
+    # 81 of 263 -> [0.2553, 0.3662] (Newcombe 1998, table I style check by hand).
+    low, high = seed.wilson_interval(950, 950)
+    assert high == 1.0 and low == pytest.approx(0.995973, abs=1e-5)
+    assert seed.wilson_interval(0, 10) == (0.0, pytest.approx(0.277532, abs=1e-5))
+    low, high = seed.wilson_interval(81, 263)
+    assert low == pytest.approx(0.25529, abs=1e-4) and high == pytest.approx(0.36623, abs=1e-4)
+    with pytest.raises(ValueError):
+        seed.wilson_interval(0, 0)
+
+
+@pytest.mark.parametrize("agg", ["mean", "images"])
+def test_records_carry_a_wilson_interval_and_the_candidate_count(agg):
+    feats, labels = _pool(noise=1.0)
+    rows = seed.evaluate(Scorer(feats, agg), labels, tuple(range(90, 100)), "m")
+    for r in rows:
+        hits = round(r["value"] * r["n_queries"])
+        assert (r["ci95_low"], r["ci95_high"]) == seed.wilson_interval(hits, r["n_queries"])
+        assert r["ci95_low"] <= r["value"] <= r["ci95_high"]
+        # What is ranked: the 10 classes, or the 50 support images (the study's method 4).
+        assert r["n_candidates"] == (50 if agg == "images" else 10)

@@ -1,12 +1,17 @@
 """``python -m bench.parity --method M --backend B --precision P``: does a backend match PyTorch?
 
 Embeds the unseen-class test images with the reference (the method's module in PyTorch, fp32,
-eager, TF32 off) and with the backend, then checks, with stated tolerances:
-- tensor level: per-sample cosine (min, mean); max / median / p99 absolute error are reported;
-- task level: top-1 nearest-neighbour agreement and top-5 neighbour-set overlap over the pool,
-  and the accuracy delta under the seed protocol and episodes.
-Prints PASS/FAIL per check, writes the results JSON (``passed`` plus one record per check) and
-exits 1 when any check fails.
+eager, TF32 off) and with the backend, then judges it by a gate with stated tolerances
+(``imsim.parity.Tolerances``):
+- tensor level (gate): per-sample cosine (min, mean); max / median / p99 absolute error reported;
+- task level (gate): tie-aware top-1 nearest-neighbour agreement (a swap counts only when the
+  reference's margin between the two neighbours exceeds what the precision can resolve,
+  ``imsim.parity.tie_margin``) and the paired episode accuracy delta, both setups scored on the
+  same episodes, whose 95% CI must lie within +-0.5 points;
+- reported beside it: raw top-1 agreement, recall of the reference's top-1/5/10 neighbours,
+  seed-protocol and retrieval (Recall@1/5, mAP@R) deltas.
+Prints PASS/FAIL per check, writes the results JSON (``passed`` plus one record per check,
+``gate`` saying which decide) and exits 1 when a gated check fails.
 """
 
 from __future__ import annotations
@@ -27,13 +32,21 @@ from imsim.cli import (
     add_one_method_args,
     load_data_from_args,
     method_item,
+    preflight,
     run,
 )
 from imsim.data.types import Split
 from imsim.errors import UserError
 from imsim.methods import Embedder, create_method, embed_all
-from imsim.parity import Tolerances, at_least, neighbour_agreement, tensor_metrics, tolerances_for
-from imsim.protocols import episodes, seed
+from imsim.parity import (
+    Tolerances,
+    at_least,
+    neighbour_report,
+    paired_delta,
+    tensor_metrics,
+    tolerances_for,
+)
+from imsim.protocols import episodes, retrieval, seed
 from imsim.results import make_results, record, write_json_atomic
 
 
@@ -47,9 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("tolerances (defaults depend on --precision)")
     g.add_argument("--cos-min", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.999")
     g.add_argument("--cos-mean", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.9999")
-    g.add_argument("--top1-agreement", type=float, default=None, help="default 0.99")
-    g.add_argument("--top5-overlap", type=float, default=None, help="default 0.98")
-    g.add_argument("--acc-delta", type=float, default=None, help="points; default 0.3")
+    g.add_argument(
+        "--tie-aware-top1",
+        type=float,
+        default=None,
+        help="gate: tie-aware top-1 neighbour agreement, at least (default 0.99)",
+    )
+    g.add_argument(
+        "--episode-delta-ci",
+        type=float,
+        default=None,
+        help="gate: the paired episode delta's 95%% CI within +- this many points (default 0.5)",
+    )
+    g.add_argument("--top1-agreement", type=float, default=None, help="reported: raw, default 0.99")
+    g.add_argument("--top5-overlap", type=float, default=None, help="reported: default 0.98")
+    g.add_argument(
+        "--acc-delta", type=float, default=None, help="reported: seed deltas, points; default 0.3"
+    )
     p.add_argument("--out", default=None, help="results JSON (default: results/parity/M-B-P.json)")
     return p
 
@@ -62,28 +89,31 @@ def tolerances_from_args(args: argparse.Namespace) -> Tolerances:
         "top1_agreement": args.top1_agreement,
         "top5_overlap": args.top5_overlap,
         "acc_delta_points": args.acc_delta,
+        "tie_aware_top1": args.tie_aware_top1,
+        "episode_delta_ci_points": args.episode_delta_ci,
     }
     return dataclasses.replace(tol, **{k: v for k, v in given.items() if v is not None})
 
 
 def accuracies(
     method: Embedder, feats: np.ndarray, pool: Split, unseen: tuple[int, ...], class_names, cfg
-) -> dict[tuple[str, str], float]:
-    """Seed-protocol top-k/top-1 and episodes top-1 of one set of pool features."""
+) -> tuple[dict[tuple[str, str], float], np.ndarray]:
+    """Seed-protocol top-k/top-1 and retrieval metrics of one set of pool features, and the
+    per-episode top-1 accuracies (the same episodes for every setup of one pool)."""
     scorer = method.scorer(feats, class_names)
     rows = seed.evaluate(scorer, pool.labels, unseen, method.spec.name)
-    rows += episodes.evaluate(
+    rows += retrieval.evaluate(scorer, pool.labels, unseen, method.spec.name)
+    accs, _ = episodes.episode_accuracies(
         scorer,
         pool.labels,
         unseen,
-        method.spec.name,
         ways=cfg["ways"],
         shots=cfg["shots"],
         queries=cfg["queries"],
         episodes=cfg["episodes"],
         seed=cfg["seed"],
     )
-    return {(r["protocol"], r["metric"]): r["value"] for r in rows}
+    return {(r["protocol"], r["metric"]): r["value"] for r in rows}, accs
 
 
 def compare(
@@ -109,38 +139,87 @@ def compare(
     }
     rows: list[dict] = []
 
-    def check(protocol: str, metric: str, value: float, limit: float, op: str, **extra) -> None:
-        ok = at_least(value, limit) if op == ">=" else bool(abs(value) <= limit)
+    def check(
+        protocol: str,
+        metric: str,
+        value: float,
+        limit: float,
+        op: str,
+        gate: bool,
+        judged: float | None = None,
+        **extra,
+    ) -> None:
+        """One check; ``judged`` (default ``value``) is what the tolerance applies to."""
+        v = value if judged is None else judged
+        ok = at_least(v, limit) if op == ">=" else bool(abs(v) <= limit)  # NaN fails both
         rows.append(
             record(
-                name, protocol, metric, value, **tags, tolerance=limit, op=op, passed=ok, **extra
+                name,
+                protocol,
+                metric,
+                value,
+                **tags,
+                tolerance=limit,
+                op=op,
+                passed=ok,
+                gate=gate,
+                **extra,
             )
         )
 
     t = tensor_metrics(ref, out)
-    check("parity", "cosine_min", t["cosine_min"], tol.cos_min, ">=", level="tensor")
-    check("parity", "cosine_mean", t["cosine_mean"], tol.cos_mean, ">=", level="tensor")
+    check("parity", "cosine_min", t["cosine_min"], tol.cos_min, ">=", True, level="tensor")
+    check("parity", "cosine_mean", t["cosine_mean"], tol.cos_mean, ">=", True, level="tensor")
     for k in ("abs_max", "abs_median", "abs_p99"):
         rows.append(record(name, "parity", k, t[k], **tags, level="tensor"))
-    nb = neighbour_agreement(ref, out, k=5)
-    check("parity", "top1_agreement", nb["top1_agreement"], tol.top1_agreement, ">=", level="task")
-    top5 = next(k for k in nb if k.endswith("_overlap"))
-    check("parity", top5, nb[top5], tol.top5_overlap, ">=", level="task")
-    acc_ref = accuracies(method, ref, pool, unseen, class_names, episode_cfg)
-    acc_out = accuracies(method, out, pool, unseen, class_names, episode_cfg)
+    nb = neighbour_report(ref, out, backend.precision)
+    swaps = {k: nb[k] for k in ("top1_swaps", "top1_swaps_tied", "tie_margin")}
+    check(
+        "parity",
+        "top1_agreement_tie_aware",
+        nb["top1_agreement_tie_aware"],
+        tol.tie_aware_top1,
+        ">=",
+        True,
+        level="task",
+        **swaps,
+    )
+    check(
+        "parity", "top1_agreement", nb["top1_agreement"], tol.top1_agreement, ">=", False,
+        level="task",
+    )  # fmt: skip
+    check(
+        "parity", "top5_overlap", nb["recall_ref_top5"], tol.top5_overlap, ">=", False,
+        level="task",
+    )  # fmt: skip
+    for k in (1, 10):
+        rows.append(record(name, "parity", f"recall_ref_top{k}", nb[f"recall_ref_top{k}"], **tags))
+    acc_ref, eps_ref = accuracies(method, ref, pool, unseen, class_names, episode_cfg)
+    acc_out, eps_out = accuracies(method, out, pool, unseen, class_names, episode_cfg)
     for (protocol, metric), r in acc_ref.items():
         delta = 100.0 * (acc_out[(protocol, metric)] - r)
-        check(
-            protocol,
-            f"{metric}_delta_points",
-            delta,
-            tol.acc_delta_points,
-            "abs<=",
-            level="task",
-            reference=r,
-            backend_value=acc_out[(protocol, metric)],
-        )
-    return rows, all(r["passed"] for r in rows if "passed" in r)
+        extra = {"reference": r, "backend_value": acc_out[(protocol, metric)], "level": "task"}
+        if protocol == "seed":
+            check(protocol, f"{metric}_delta_points", delta, tol.acc_delta_points, "abs<=", False,
+                  **extra)  # fmt: skip
+        else:
+            rows.append(record(name, protocol, f"{metric}_delta_points", delta, **tags, **extra))
+    mean, ci = paired_delta(eps_ref, eps_out)
+    check(
+        "episodes",
+        "top1_delta_points",
+        mean,
+        tol.episode_delta_ci_points,
+        "ci within +-",
+        True,
+        judged=abs(mean) + ci,  # the whole paired 95% CI must lie within the tolerance
+        level="task",
+        ci95=ci,
+        reference=float(eps_ref.mean()),
+        backend_value=float(eps_out.mean()),
+        paired_episodes=len(eps_ref),
+    )
+    return rows, all(r["passed"] for r in rows if r.get("gate"))
 
 
 def format_table(rows: list[dict]) -> str:
@@ -154,11 +233,14 @@ def format_table(rows: list[dict]) -> str:
             value = f"{v:.4f}"
         else:
             value = f"{v:.4g}"
+        if "ci95" in r and r["protocol"] == "episodes":
+            value += f" ± {r['ci95']:.3g}"
         if "passed" in r:
-            op = ">=" if r["op"] == ">=" else "abs <="
+            op = {">=": ">=", "abs<=": "abs <="}.get(r["op"], r["op"])
+            verdict = "PASS" if r["passed"] else "FAIL"
             lines.append(
                 f"| {metric} | {value} | {op} {r['tolerance']} | "
-                f"{'PASS' if r['passed'] else 'FAIL'} |"
+                f"{verdict if r.get('gate', True) else f'({verdict.lower()}, not gated)'} |"
             )
         else:
             lines.append(f"| {metric} | {value} | (reported) | |")
@@ -167,6 +249,11 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    preflight(
+        args,
+        files={"--out": args.out},
+        dirs={"--out (default)": None if args.out else "results/parity"},
+    )
     tol = tolerances_from_args(args)
     method = create_method(method_item(args.method, args.checkpoint), **vars(args))
     name = method.spec.name

@@ -14,17 +14,21 @@ from imsim.methods.base import Scorer
 from imsim.results import record
 
 
-def evaluate(
+def episode_accuracies(
     scorer: Scorer,
     labels: np.ndarray,
     unseen: tuple[int, ...],
-    method: str,
     ways: int = 10,
     shots: int = 5,
     queries: int = 15,
     episodes: int = 1000,
     seed: int = 0,
-) -> list[dict]:
+) -> tuple[np.ndarray, int]:
+    """Top-1 accuracy of each episode, and the ways used (capped at the unseen class count).
+
+    The episodes drawn depend only on ``labels`` and the sampler flags, never on the scorer, so
+    two scorers of the same pool are scored on the same episodes (``bench.parity`` pairs them).
+    """
     labels = np.asarray(labels)
     classes = np.asarray(sorted(unseen))
     ways = min(ways, len(classes))
@@ -43,6 +47,21 @@ def evaluate(
         q_idx = np.concatenate([p[shots:] for p in picks])
         sims = scorer.class_sim(q_idx, s_idx, labels[s_idx], chosen)
         accs[e] = np.mean(chosen[sims.argmax(axis=1)] == labels[q_idx])
+    return accs, int(ways)
+
+
+def evaluate(
+    scorer: Scorer,
+    labels: np.ndarray,
+    unseen: tuple[int, ...],
+    method: str,
+    ways: int = 10,
+    shots: int = 5,
+    queries: int = 15,
+    episodes: int = 1000,
+    seed: int = 0,
+) -> list[dict]:
+    accs, ways = episode_accuracies(scorer, labels, unseen, ways, shots, queries, episodes, seed)
     ci = 1.96 * accs.std(ddof=1) / np.sqrt(episodes) if episodes > 1 else float("nan")
     return [
         record(

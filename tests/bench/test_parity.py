@@ -112,8 +112,14 @@ def test_cli_pass_writes_json_and_exits_0(tmp_path, registered):
     assert doc["backend"]["graph_optimization"] == "extended"
     assert doc["tolerances"]["cos_min"] == 0.999
     checks = [r for r in doc["results"] if "passed" in r]
-    assert len(checks) == 7 and all(r["passed"] for r in checks)
+    assert len(checks) == 8 and all(r["passed"] for r in checks)
     assert {r["protocol"] for r in checks} == {"parity", "seed", "episodes"}
+    gated = {r["metric"] for r in checks if r["gate"]}
+    assert gated == {"cosine_min", "cosine_mean", "top1_agreement_tie_aware", "top1_delta_points"}
+    ep = next(r for r in checks if r["protocol"] == "episodes")
+    assert ep["paired_episodes"] == 100 and abs(ep["value"]) + ep["ci95"] <= 0.5
+    reported = {r["metric"] for r in doc["results"] if "passed" not in r}
+    assert {"recall_ref_top1", "recall_ref_top10", "map@r_delta_points"} <= reported
 
 
 def test_cli_fail_exits_1(tmp_path, registered, monkeypatch):

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from imsim.models.vit_cifar import VIT_SIZES
+
 RECIPES = ("default", "seed")
 METHODS = ("triplet", "contrastive", "autoencoder")
 
@@ -43,9 +45,22 @@ class Recipe:
         return asdict(self)
 
 
-def _arch(method: str, depth: int, embedding_dim: int, head: str) -> dict[str, Any]:
+ARCHS = ("resnet", "vit-tiny")
+
+
+def _arch(
+    method: str, depth: int, embedding_dim: int, head: str, backbone: str = "resnet"
+) -> dict[str, Any]:
     if method == "autoencoder":
         return {"name": "autoencoder"}
+    if backbone.startswith("vit-"):
+        size = backbone.removeprefix("vit-")
+        return {
+            "name": "vit_cifar",
+            "size": size,
+            **VIT_SIZES[size],
+            "embedding_dim": embedding_dim,
+        }
     return {"name": "resnet_cifar", "depth": depth, "embedding_dim": embedding_dim, "head": head}
 
 
@@ -58,10 +73,24 @@ def make_recipe(
     batch_size: int | None = None,
     lr: float | None = None,
     samples_per_epoch: int | None = None,
+    arch: str = "resnet",
 ) -> Recipe:
-    """The named recipe for ``method``; keyword arguments override single fields."""
+    """The named recipe for ``method``; keyword arguments override single fields.
+
+    ``arch``: ``resnet`` (the CIFAR ResNet, ``depth``) or ``vit-tiny`` (``imsim.models.vit_cifar``,
+    default recipe only: a transformer trained from scratch, with AdamW at a lower peak rate).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
+    if arch != "resnet" and (method == "autoencoder" or name == "seed"):
+        raise ValueError(
+            f"--arch {arch} is for the triplet and contrastive methods with the default recipe "
+            "(the seed recipe is the study's ResNet, the autoencoder its own network)"
+        )
+    if arch != "resnet" and depth is not None:
+        raise ValueError("--depth sets the ResNet's depth; the ViT's size is in --arch")
     if name == "seed":
         if method == "triplet":
             loss = {"name": "seed-triplet", "margin": 0.3}
@@ -100,13 +129,13 @@ def make_recipe(
         r = Recipe(
             name="default",
             method=method,
-            arch=_arch(method, depth or 56, embedding_dim or 64, "linear"),
+            arch=_arch(method, depth or 56, embedding_dim or 64, "linear", arch),
             batch_size=128,
             sampling="balanced",
             samples_per_epoch=None,
             augment="crop+flip",
             optimizer="adamw",
-            lr=2e-3,
+            lr=2e-3 if arch == "resnet" else 1e-3,
             weight_decay=5e-2,
             schedule="onecycle",
             loss=loss,

@@ -16,6 +16,7 @@ from torch import nn
 
 from imsim.models.autoencoder import ConvAutoencoder
 from imsim.models.resnet_cifar import ResNetCifar
+from imsim.models.vit_cifar import ViTCifar
 
 # The study's CIFAR normalization (kept for every recipe, so checkpoints share one preprocessing).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -24,7 +25,8 @@ INPUT_SIZE = 32
 
 
 def build_network(arch: dict[str, Any]) -> nn.Module:
-    """A network from its description, e.g. ``{"name": "resnet_cifar", "depth": 20, ...}``."""
+    """A network from its description, e.g. ``{"name": "resnet_cifar", "depth": 20, ...}`` or
+    ``{"name": "vit_cifar", "width": 128, "depth": 4, ...}``."""
     kind = arch.get("name")
     if kind == "resnet_cifar":
         return ResNetCifar(
@@ -32,6 +34,14 @@ def build_network(arch: dict[str, Any]) -> nn.Module:
             embedding_dim=int(arch["embedding_dim"]),
             head=str(arch["head"]),
             projection_dim=arch.get("projection_dim"),
+        )
+    if kind == "vit_cifar":
+        return ViTCifar(
+            width=int(arch["width"]),
+            depth=int(arch["depth"]),
+            heads=int(arch["heads"]),
+            patch=int(arch["patch"]),
+            embedding_dim=int(arch["embedding_dim"]),
         )
     if kind == "autoencoder":
         return ConvAutoencoder()
@@ -93,6 +103,7 @@ __all__ = [
     "EmbeddingModule",
     "Preprocess",
     "ResNetCifar",
+    "ViTCifar",
     "build_network",
     "embedding_dim",
 ]

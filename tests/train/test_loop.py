@@ -123,3 +123,27 @@ def test_seed_recipe_trains(tiny, tmp_path: Path, method: str) -> None:
     assert result["history"][-1]["loss"] > 0
     _, saved = load_checkpoint(tmp_path / f"{method}.safetensors", method=method)
     assert saved["recipe"]["name"] == "seed" and saved["recipe"]["augment"] == "frozen-flip"
+
+
+def test_vit_backbone_trains_and_loads_as_a_method(tiny, tmp_path: Path) -> None:
+    from imsim.methods import create_method
+
+    recipe = make_recipe("triplet", arch="vit-tiny", batch_size=16, samples_per_epoch=32)
+    assert recipe.arch["name"] == "vit_cifar" and recipe.lr == 1e-3
+    cfg = RunConfig(method="triplet", recipe=recipe, epochs=1, out=tmp_path, data_spec="tiny")
+    assert Trainer(cfg, tiny).run()["history"][-1]["loss"] > 0
+    method = create_method(f"triplet:{tmp_path / 'triplet.safetensors'}")
+    assert method.describe()["arch"]["name"] == "vit_cifar"
+    emb = method.embed(tiny.test.images[:5])
+    assert emb.shape == (5, 64) and abs(float((emb**2).sum(1).mean()) - 1.0) < 1e-5
+
+
+def test_vit_flags_that_do_not_apply_are_refused(tmp_path: Path) -> None:
+    base = ["--epochs", "1", "--out", str(tmp_path / "x"), "--arch", "vit-tiny"]
+    with pytest.raises(UserError, match="triplet and contrastive methods with the default recipe"):
+        train_main(["--method", "autoencoder", *base])
+    with pytest.raises(UserError, match="seed recipe is the study's ResNet"):
+        train_main(["--method", "triplet", "--recipe", "seed", *base])
+    with pytest.raises(UserError, match="--depth sets the ResNet's depth"):
+        train_main(["--method", "triplet", "--depth", "20", *base])
+    assert not (tmp_path / "x").exists()

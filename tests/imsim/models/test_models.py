@@ -58,3 +58,40 @@ def test_embedding_module_takes_uint8_nhwc_and_returns_unit_vectors() -> None:
     # Other input sizes are resized inside the module.
     big = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 48, 48, 3), np.uint8))
     assert m(big).shape == (2, 64)
+
+
+def test_vit_tokens_shapes_and_parameter_count() -> None:
+    from imsim.models.vit_cifar import VIT_SIZES, ViTCifar
+
+    arch = {"name": "vit_cifar", "size": "tiny", **VIT_SIZES["tiny"], "embedding_dim": 64}
+    net = build_network(arch).eval()
+    assert isinstance(net, ViTCifar) and len(net.encoder.layers) == 4
+    assert net.pos_embed.shape == (1, 8 * 8 + 1, 128)  # 4x4 patches of 32x32, plus class token
+    # Per layer: attention 4 w^2 + 4 w, MLP 8 w^2 + 5 w, two LayerNorms 4 w (w = 128).
+    w = 128
+    per_layer = 4 * w * w + 4 * w + 8 * w * w + 5 * w + 4 * w
+    n = sum(p.numel() for p in net.parameters())
+    assert n == 4 * per_layer + (3 * 16 * w + w) + w + 65 * w + 2 * w + (w * 64 + 64)
+    x = torch.randn(3, 3, 32, 32)
+    assert net(x).shape == (3, 64)
+    # The class token carries the image: permuting images in the batch permutes embeddings.
+    torch.testing.assert_close(net(x[[2, 0, 1]]), net(x)[[2, 0, 1]], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="patch 5"):
+        ViTCifar(patch=5)
+
+
+def test_vit_embedding_module_uses_the_fused_attention_path_in_inference() -> None:
+    from imsim.models.vit_cifar import VIT_SIZES
+
+    arch = {"name": "vit_cifar", **VIT_SIZES["tiny"], "embedding_dim": 16}
+    module = EmbeddingModule(build_network(arch)).eval()
+    x = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    with torch.inference_mode():
+        fast = module(x)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            slow = module(x)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(fast.numpy(), axis=1), 1.0, atol=1e-6)

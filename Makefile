@@ -13,7 +13,8 @@ DEMO_PORT ?= 8000
 ONNX_DIR ?= artifacts/onnx
 ENGINE_DIR ?= artifacts/engines
 
-.PHONY: venv quickstart train test test-all lint accuracy onnx engines parity bench demo clean
+.PHONY: venv quickstart train test test-all lint accuracy onnx engines parity bench demo clean \
+	gpu-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +44,9 @@ train: venv
 			--out checkpoints/$(TRAIN_NAME) $(TRAIN_ARGS) || exit 1; \
 	done
 
-## Fast tests (what CI runs).
+## Fast tests (what CI runs); the 15 slowest are listed so that a slow test is seen when added.
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 ## Every test, slow ones included.
 test-all: venv
@@ -68,6 +69,12 @@ onnx: venv
 ## FP16 TensorRT engines from the ONNX files (needs TensorRT and an NVIDIA GPU).
 engines: venv
 	$(BIN)/python -m engines.build --onnx-dir $(ONNX_DIR) --out $(ENGINE_DIR)
+
+## What a machine with an NVIDIA GPU runs first: a short CUDA training run, export, a TensorRT
+## engine, parity and a batch sweep of every GPU backend, written to results/gpu/<gpu>/ (JSON +
+## SUMMARY.md); a time budget (--budget-s) keeps it within 6 minutes. Without a GPU: one line, exit 0.
+gpu-check: venv
+	$(BIN)/python -m bench.gpu_check
 
 ## Parity of the optimized backends against PyTorch fp32 (exit 1 on FAIL).
 parity: onnx

@@ -19,6 +19,7 @@ from imsim.cli import (
     add_method_args,
     csv_list,
     load_data_from_args,
+    preflight,
     run,
 )
 from imsim.errors import UserError
@@ -56,6 +57,8 @@ def format_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         ci = f"± {100 * r['ci95']:.2f}" if "ci95" in r else ""
+        if "ci95_low" in r:
+            ci = f"{100 * r['ci95_low']:.2f}-{100 * r['ci95_high']:.2f}"
         ch = f"{100 * r['chance']:.1f}" if "chance" in r else ""
         lines.append(
             f"| {r['method']} | {r['protocol']} | {r['metric']} | "
@@ -66,6 +69,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    preflight(args, files={"--out": args.out})
     protocols = csv_list(args.protocol)
     bad = sorted(set(protocols) - set(PROTOCOLS))
     if bad:
@@ -115,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                     queries=args.queries,
                     episodes=args.episodes,
                     seed=args.seed,
+                    class_names=ds.class_names,
                 )
             else:
                 rows += retrieval.evaluate(scorer, pool.labels, unseen, name)
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if r["protocol"] == "seed" and r["k"] > 1:
             notes.append(
                 f"seed protocol: a hit is the true class among the {r['k']} nearest of "
-                f"{r['n_classes']} {r['ranks']}; chance {100 * r['chance']:.1f}%"
+                f"{r.get('n_candidates', r['n_classes'])} {r['ranks']}; "
+                f"chance {100 * r['chance']:.1f}%"
             )
             if r["n_classes"] != 10:
                 notes.append(

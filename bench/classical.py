@@ -31,7 +31,7 @@ from skimage.metrics import structural_similarity
 
 from imsim.classical import histograms, preprocess
 from imsim.classical import ssim as ssim_kernels
-from imsim.cli import add_data_args, load_data_from_args, positive_int, run
+from imsim.cli import add_data_args, load_data_from_args, positive_int, preflight, run
 from imsim.methods import create_method
 from imsim.protocols import seed
 from imsim.results import make_results, record, write_json_atomic
@@ -237,6 +237,7 @@ def bench_seed_run(ds, pool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    preflight(args, files={"--out": args.out})
     ds = load_data_from_args(args)
     pool = ds.test.subset(ds.split.unseen)
     s_idx, q_idx = seed.seed_split(pool.labels, ds.split.unseen)

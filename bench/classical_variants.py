@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from imsim.classical.fusion import MatrixScorer
-from imsim.cli import add_data_args, load_data_from_args, positive_int, run
+from imsim.cli import add_data_args, load_data_from_args, positive_int, preflight, run
 from imsim.methods.classical import DEFAULT, ClassicalEmbedder, ClassicalScorer, Recipe
 from imsim.protocols import episodes
 from imsim.results import make_results, write_json_atomic
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=positive_int, default=300, help="seen-class episodes")
     p.add_argument("--out", default="results/classical_variants.json", help="results JSON path")
     args = p.parse_args(argv)
+    preflight(args, files={"--out": args.out})
     ds = load_data_from_args(args)
     seen = ds.train.subset(ds.split.seen)
     classes = np.unique(seen.labels)

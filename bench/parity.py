@@ -58,8 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_args(p, required=True)
     add_episode_args(p, episodes_help="episodes for the accuracy delta")
     g = p.add_argument_group("tolerances (defaults depend on --precision)")
-    g.add_argument("--cos-min", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.999")
-    g.add_argument("--cos-mean", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.9999")
+    g.add_argument(
+        "--cos-min", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.999; int8: 0.99"
+    )
+    g.add_argument(
+        "--cos-mean",
+        type=float,
+        default=None,
+        help="fp32: 0.99999; fp16/bf16: 0.9999; int8: 0.999",
+    )
     g.add_argument(
         "--tie-aware-top1",
         type=float,
@@ -128,7 +135,6 @@ def compare(
     batch_size: int = 256,
 ) -> tuple[list[dict], bool]:
     """All checks of ``backend`` against ``reference`` on ``pool``: (records, passed)."""
-    name = method.spec.name
     ref = embed_all(BackendEmbedder(method, reference), pool.images, "reference", batch_size)
     out = embed_all(BackendEmbedder(method, backend), pool.images, backend.name, batch_size)
     tags = {
@@ -137,6 +143,24 @@ def compare(
         "device": backend.device,
         **backend.precision_tags(),
     }
+    return judge(method, ref, out, tags, pool, unseen, class_names, tol, episode_cfg)
+
+
+def judge(
+    method: Embedder,
+    ref: np.ndarray,
+    out: np.ndarray,
+    tags: dict,
+    pool: Split,
+    classes: tuple[int, ...],
+    class_names: list[str],
+    tol: Tolerances,
+    episode_cfg: dict,
+) -> tuple[list[dict], bool]:
+    """The checks of ``compare`` on embeddings already computed (``ref``: the reference's, ``out``:
+    the backend's, of ``pool``; ``tags["precision"]`` sets the tie margin), with ``classes`` as
+    the episode classes: (records, passed). ``export --gate`` judges candidate graphs with it."""
+    name = method.spec.name
     rows: list[dict] = []
 
     def check(
@@ -172,7 +196,7 @@ def compare(
     check("parity", "cosine_mean", t["cosine_mean"], tol.cos_mean, ">=", True, level="tensor")
     for k in ("abs_max", "abs_median", "abs_p99"):
         rows.append(record(name, "parity", k, t[k], **tags, level="tensor"))
-    nb = neighbour_report(ref, out, backend.precision)
+    nb = neighbour_report(ref, out, tags["precision"])
     swaps = {k: nb[k] for k in ("top1_swaps", "top1_swaps_tied", "tie_margin")}
     check(
         "parity",
@@ -194,8 +218,8 @@ def compare(
     )  # fmt: skip
     for k in (1, 10):
         rows.append(record(name, "parity", f"recall_ref_top{k}", nb[f"recall_ref_top{k}"], **tags))
-    acc_ref, eps_ref = accuracies(method, ref, pool, unseen, class_names, episode_cfg)
-    acc_out, eps_out = accuracies(method, out, pool, unseen, class_names, episode_cfg)
+    acc_ref, eps_ref = accuracies(method, ref, pool, classes, class_names, episode_cfg)
+    acc_out, eps_out = accuracies(method, out, pool, classes, class_names, episode_cfg)
     for (protocol, metric), r in acc_ref.items():
         delta = 100.0 * (acc_out[(protocol, metric)] - r)
         extra = {"reference": r, "backend_value": acc_out[(protocol, metric)], "level": "task"}

@@ -5,18 +5,23 @@ Reads the accuracy, parity and fps JSON files (``imsim.results`` schema, any dep
 and dataset, throughput per backend, precision and device with the parity status of that exact
 setup, and an accuracy-vs-throughput plot (PNG). Where one setup was measured more than once, the
 newest file wins. Nothing is measured here: every number comes from a file, which is listed.
+
+No file is skipped silently: a ``.json`` that cannot be read or parsed, or a results document of
+a reported kind with missing or mistyped fields, is named with the reason on stderr and in the
+report's "Files not used" section; results of other kinds (training, search) are counted there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from imsim.cli import run
+from imsim.cli import preflight, run
 from imsim.errors import UserError
 
 KINDS = ("accuracy", "parity", "fps")
@@ -38,17 +43,84 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_documents(root: Path) -> dict[str, list[tuple[Path, dict]]]:
-    """Results documents by kind; files that are not results JSON are skipped."""
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _record_problem(kind: str, i: int, r: Any) -> str | None:
+    """What a results record lacks for the report (``results[i]``), or None."""
+    if not isinstance(r, dict) or not isinstance(r.get("method"), str):
+        return f"results[{i}] is not a record with a method name"
+    if kind == "accuracy":
+        if not (isinstance(r.get("protocol"), str) and isinstance(r.get("metric"), str)):
+            return f"results[{i}] needs protocol and metric strings"
+        if not _number(r.get("value")) or ("ci95" in r and not _number(r["ci95"])):
+            return f"results[{i}] needs a finite number value (and ci95)"
+    if kind == "fps":
+        if isinstance(r.get("batch_size"), bool) or not isinstance(r.get("batch_size"), int):
+            return f"results[{i}] needs an integer batch_size"
+        if r.get("status") == "ok" and not (
+            _number(r.get("images_per_s"))
+            and _number(r.get("p50_ms"))
+            and isinstance(r.get("model_only"), dict)
+            and _number(r["model_only"].get("images_per_s"))
+        ):
+            return f"results[{i}] has status ok without images_per_s, p50_ms or model_only"
+    return None
+
+
+def document_problem(doc: dict) -> str | None:
+    """Why a results document of a reported kind cannot be used, or None."""
+    if not isinstance(doc.get("results"), list):
+        return "it has no results list"
+    for key in ("config", "dataset", "methods", "method", "backend", "env", "peak"):
+        if key in doc and not isinstance(doc[key], dict | type(None)):
+            return f"its {key} is not an object"
+    if doc["kind"] in ("parity", "fps") and not doc["results"]:
+        return "its results list is empty"
+    for i, r in enumerate(doc["results"]):
+        problem = _record_problem(doc["kind"], i, r)
+        if problem:
+            return problem
+    return None
+
+
+def load_documents(
+    root: Path,
+) -> tuple[dict[str, list[tuple[Path, dict]]], list[tuple[Path, str]], Counter]:
+    """Results documents by kind, the files skipped with the reason, and how many results files
+    of other kinds (not part of this report) there are."""
     docs: dict[str, list[tuple[Path, dict]]] = defaultdict(list)
+    skipped: list[tuple[Path, str]] = []
+    other: Counter = Counter()
     for path in sorted(root.rglob("*.json")):
         try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
+            doc = json.loads(path.read_bytes())
+        except OSError as e:
+            skipped.append((path, f"unreadable ({e.strerror or e})"))
             continue
-        if isinstance(doc, dict) and doc.get("kind") in KINDS and "results" in doc:
-            docs[doc["kind"]].append((path, doc))
-    return docs
+        except (ValueError, RecursionError) as e:  # bad syntax or encoding, absurd nesting
+            skipped.append((path, f"not valid JSON ({' '.join(str(e).split())[:120]})"))
+            continue
+        if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
+            if isinstance(doc, dict) and "schema" in doc and "kind" in doc:
+                other[str(doc["kind"])] += 1  # a results file of another kind
+            continue
+        problem = document_problem(doc)
+        if problem:
+            skipped.append((path, f"a results file of kind {doc['kind']}, but {problem}"))
+            continue
+        docs[doc["kind"]].append((path, doc))
+    return docs, skipped, other
+
+
+def skipped_section(skipped: list[tuple[Path, str]], other: Counter) -> list[str]:
+    """The report's account of every file it did not use."""
+    lines = [f"- `{path}`: skipped, {reason}" for path, reason in skipped]
+    if other:
+        kinds = ", ".join(f"{k} ({n})" for k, n in sorted(other.items()))
+        lines.append(f"- {sum(other.values())} results files of kinds not reported here: {kinds}")
+    return lines or ["None: every JSON file found was used or is not a results file."]
 
 
 def model_label(describe: dict[str, Any] | None) -> str | None:
@@ -65,6 +137,8 @@ def model_label(describe: dict[str, Any] | None) -> str | None:
     if isinstance(arch, dict) and arch.get("name"):
         if arch["name"] == "resnet_cifar" and arch.get("depth"):
             parts.append(f"ResNet-{arch['depth']}")
+        elif arch["name"] == "vit_cifar":
+            parts.append(f"ViT-{arch.get('size', '?')}")
         else:
             parts.append(str(arch["name"]))
     elif describe.get("clip_model"):
@@ -115,7 +189,11 @@ def device_label(doc: dict) -> str:
     if gpu:
         return gpu
     env = doc.get("env", {})
-    return f"CPU {env.get('cpu', '?')} ({env.get('torch_threads', '?')} threads)"
+    # Two CPUs with one model name ("AMD EPYC") can differ in what they run natively: name the
+    # kernel level and native precisions when the file records them (imsim.hardware).
+    caps = env.get("hardware", {}).get("cpu")
+    kind = f"{caps.get('isa')}, native {'/'.join(caps.get('native', []))}, " if caps else ""
+    return f"CPU {env.get('cpu', '?')} ({kind}{env.get('torch_threads', '?')} threads)"
 
 
 def newest(items: list[tuple[Path, dict]], key) -> dict[Any, tuple[Path, dict]]:
@@ -420,9 +498,12 @@ def environment_lines(setups: list[dict[str, Any]]) -> list[str]:
 
 
 def build_report(root: Path, targets: dict[str, int], plot_path: Path | None) -> str:
-    docs = load_documents(root)
+    docs, skipped, other = load_documents(root)
+    for path, reason in skipped:
+        print(f"warning: {path}: skipped, {reason}", file=sys.stderr)
     if not any(docs.values()):
-        raise UserError(f"no accuracy, parity or fps results JSON under {root}")
+        hint = f" ({len(skipped)} skipped, see above)" if skipped else ""
+        raise UserError(f"no accuracy, parity or fps results JSON under {root}{hint}")
     acc = accuracy_rows(docs["accuracy"])
     parity = parity_status(docs["parity"])
     setups = fps_setups(docs["fps"])
@@ -449,11 +530,13 @@ def build_report(root: Path, targets: dict[str, int], plot_path: Path | None) ->
     if setups and not any(s["gpu"] for s in setups):
         lines += ["No GPU results: the GPU rows were not run.", ""]
     lines += ["## Where the throughput numbers come from", "", *environment_lines(setups), ""]
+    lines += ["## Files not used", "", *skipped_section(skipped, other), ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    preflight(args, files={"--out": args.out, "--plot": args.plot}, method_args=False)
     root = Path(args.results)
     if not root.is_dir():
         raise UserError(f"results folder {root} not found")

@@ -3,6 +3,15 @@
 The graph takes uint8 NHWC images with a dynamic batch axis and returns the L2-normalized
 embeddings: preprocessing lives inside, as it does in the module. Export uses the TorchScript
 exporter (``dynamo=False``), which handles every method here at opset 17 and above.
+
+Two steps make the graph clean for TensorRT and ONNX Runtime:
+- the module runs once on the dummy batch before tracing (``warm``), so lazily built constants
+  (CLIP's resampling matrices, cached per input size) already exist and enter the graph as
+  initializers; traced cold, their construction (NonZero, ScatterND, Slice on DOUBLE tensors and a
+  DOUBLE cast) was in the graph and ran on every inference;
+- constants are folded (``fold_constants``, onnx-graphsurgeon, what Polygraphy's sanitizer uses):
+  subgraphs that depend on no input, like the pads of the CIFAR ResNet's zero-padded shortcut
+  (ConstantOfShape, Concat, Reshape, Slice, Transpose, Cast), become initializers.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ def export_onnx(
     h, w = image_size
     dummy = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8)
     wrapped = UInt8Input(module).eval()
+    warm(wrapped, dummy)
     # nn.MultiheadAttention's inference fast path (taken when no weight requires grad, as in a
     # frozen CLIP) is one fused op with no ONNX export; the regular path computes the same thing.
     fast = torch.backends.mha.get_fastpath_enabled()
@@ -76,9 +86,34 @@ def export_onnx(
             )
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
-    model = onnx.load(str(path))
+    model = fold_constants(onnx.load(str(path)))
+    onnx.save(model, str(path))
     check_graph(model)
     return model
+
+
+def warm(module: torch.nn.Module, dummy: torch.Tensor) -> None:
+    """One forward pass on ``dummy`` before tracing: caches a module fills on first use (CLIP's
+    per-size resampling matrices) are then plain tensors the tracer records as constants."""
+    with torch.no_grad():
+        module(dummy)
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every subgraph that depends on no graph input computed ahead (evaluated by
+    ONNX Runtime through onnx-graphsurgeon), unused nodes removed, topologically sorted.
+
+    Shapes are inferred first, so dimensions that are static (all but the batch axis) fold too:
+    the shape arithmetic the exporter emits around attention shrinks to the parts that really
+    depend on the batch size.
+    """
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    graph.fold_constants().cleanup().toposort()
+    folded = gs.export_onnx(graph)
+    folded.ir_version = model.ir_version  # keep what the exporter chose (runtimes check it)
+    return folded
 
 
 def check_graph(model: onnx.ModelProto) -> None:

@@ -1,7 +1,7 @@
 """Exported artifacts: where ONNX files and engines live, their sidecars, and the hashes that tie
 an artifact to the weights it came from.
 
-Every ``M.onnx`` / ``M.fp16.onnx`` has a JSON sidecar ``M.onnx.json`` / ``M.fp16.onnx.json``
+Every ``M.onnx`` / ``M.fp16.onnx`` / ``M.int8.onnx`` has a JSON sidecar (``M.onnx.json``...)
 holding the method, the hash of its weights and checkpoint, the input size, the embedding size,
 the opset and the precision. Runtimes read the sidecar and refuse a file whose bytes or weights no
 longer match it, so a stale export can never stand in silently for the current model.
@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     import torch
 
 ONNX_SCHEMA = "imsim.onnx/1"
-ONNX_PRECISIONS = ("fp32", "fp16")
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def onnx_path(onnx_dir: str | Path, method: str, precision: str) -> Path:
-    """``DIR/M.onnx`` for fp32, ``DIR/M.fp16.onnx`` for fp16."""
+    """``DIR/M.onnx`` for fp32, ``DIR/M.fp16.onnx`` for fp16, ``DIR/M.int8.onnx`` for int8 (QDQ)."""
     if precision not in ONNX_PRECISIONS:
         raise UserError(f"ONNX exports exist in {', '.join(ONNX_PRECISIONS)}, not {precision!r}")
     suffix = ".onnx" if precision == "fp32" else f".{precision}.onnx"

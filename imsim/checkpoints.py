@@ -2,15 +2,19 @@
 
 A checkpoint is ``NAME.safetensors`` (tensors only: loading it cannot run code, unlike a pickle)
 and ``NAME.json``: the format tag, what the weights are (method, architecture, preprocessing,
-data, split, recipe, epoch, validation score) and the SHA-256 of the weights file, so a config
-paired with the wrong or a half-written weights file is refused instead of silently loaded.
-Both files are written to a temporary name and renamed into place, weights first.
+data, split, recipe, epoch, validation score), the SHA-256 of the weights file and the SHA-256 of
+the config itself (``config_sha256``, over every other field). A config paired with the wrong or
+a half-written weights file, or one edited by hand (a changed mean/std gives chance accuracy
+without any error), is refused instead of silently loaded; so is a model config whose
+preprocessing is unusable (std 0, non-finite numbers). Both files are written to a temporary
+name and renamed into place, weights first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -51,6 +55,14 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def config_sha256(doc: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint config: every field but ``config_sha256``, as canonical JSON
+    (sorted keys, no spaces, ASCII), so it does not depend on how the file is laid out."""
+    body = {k: v for k, v in doc.items() if k != "config_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: dict) -> Path:
     """Write the weights and their config; returns the weights path."""
     weights, cfg = checkpoint_paths(path)
@@ -62,8 +74,31 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: 
         "weights_file": weights.name,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
     }
+    doc = json.loads(json.dumps(doc, default=str))  # hash exactly what the file will hold
+    doc["config_sha256"] = config_sha256(doc)
     write_json_atomic(cfg, doc)
     return weights
+
+
+def preprocess_problem(pre: Any) -> str | None:
+    """What makes a model config's ``preprocess`` section unusable, or None."""
+    if not isinstance(pre, dict):
+        return "preprocess must be an object"
+    size = pre.get("input_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        return f"preprocess.input_size must be an integer >= 1, got {size!r}"
+    for key in ("mean", "std"):
+        v = pre.get(key)
+        if not (
+            isinstance(v, list)
+            and len(v) == 3
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+            and all(math.isfinite(x) for x in v)
+        ):
+            return f"preprocess.{key} must be 3 finite numbers, got {v!r}"
+    if min(pre["std"]) <= 0:
+        return f"preprocess.std must be > 0, got {pre['std']}"
+    return None
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -82,6 +117,21 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise UserError(
             f"{cfg} is not an imsim checkpoint config (format {found!r}, want {FORMAT})"
         )
+    if "config_sha256" not in doc:
+        raise UserError(
+            f"{cfg} has no config_sha256: it predates checksummed configs or was edited; "
+            "retrain it with python -m train"
+        )
+    if config_sha256(doc) != doc["config_sha256"]:
+        raise UserError(
+            f"{cfg} was changed after it was written (its config_sha256 differs): an edited "
+            "field such as preprocess mean/std would silently give wrong embeddings; restore "
+            "the file or retrain"
+        )
+    if doc.get("kind", "model") == "model" and "preprocess" in doc:
+        problem = preprocess_problem(doc["preprocess"])
+        if problem:
+            raise UserError(f"{cfg}: {problem}")
     return doc
 
 
@@ -95,8 +145,8 @@ def load_checkpoint(
         raise UserError(f"{cfg_path} holds a {cfg.get('kind')!r} checkpoint, not a {kind!r} one")
     if method is not None and cfg.get("method") != method:
         raise UserError(
-            f"{weights} is a {cfg.get('method')!r} checkpoint; "
-            f"use --methods {cfg.get('method')}:{weights}"
+            f"{weights} is a {cfg.get('method')!r} checkpoint, not a {method!r} one; "
+            f"name it as {cfg.get('method')}:{weights}"
         )
     if not weights.is_file():
         raise UserError(f"checkpoint weights {weights} not found")

@@ -1,13 +1,26 @@
-"""Shared command-line plumbing: data flags, and one-line errors instead of tracebacks."""
+"""Shared command-line plumbing: data flags, argument checks made before any work, and one-line
+errors instead of tracebacks.
+
+Every command validates what it can before it loads data or builds a model (``preflight``): its
+output paths, method names, backend and precision, device; flag types reject negative seeds,
+zero sizes and non-finite numbers at parse time. A bad input then costs a second, not a run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from imsim.data.types import Dataset
 from imsim.errors import UserError
+from imsim.results import check_output_dir, check_output_file
+
+MAX_SEED = 2**32 - 1  # what every generator here accepts (numpy's legacy seeding is the smallest)
+MAX_IMAGE_SIZE = 4096
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -31,11 +44,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--image-size",
-        type=int,
+        type=image_side,
         default=32,
         help="side imagefolder images are resized to (default: 32)",
     )
-    g.add_argument("--data-seed", type=int, default=0, help="seed of the shapes generator")
+    g.add_argument("--data-seed", type=seed_int, default=0, help="seed of the shapes generator")
 
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
@@ -85,12 +98,143 @@ def positive_int(text: str) -> int:
     return v
 
 
+def seed_int(text: str) -> int:
+    """A random seed: an integer from 0 to 2**32 - 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is between 0 and {MAX_SEED}, got {v}")
+    return v
+
+
+def image_side(text: str) -> int:
+    """An image side in pixels, 1 to ``MAX_IMAGE_SIZE``."""
+    v = positive_int(text)
+    if v > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_IMAGE_SIZE} pixels, got {v}")
+    return v
+
+
+def finite_float(
+    low: float | None = None, high: float | None = None, low_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a finite number within [low, high] (``low_open``: above low)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if low is not None and (v <= low if low_open else v < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low}, got {v}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {v}")
+        return v
+
+    return parse
+
+
+def _check_method_names(args: argparse.Namespace) -> None:
+    from imsim.methods import list_methods
+
+    items = []
+    if isinstance(getattr(args, "methods", None), str):
+        items += [m for m in csv_list(args.methods) if m != "all"]
+    if isinstance(getattr(args, "method", None), str):
+        items.append(args.method)
+    known = list_methods()
+    for item in items:
+        name = item.partition(":")[0]
+        if name not in known:
+            raise UserError(f"unknown method {name!r}; known: {', '.join(sorted(known))}")
+
+
+def _check_backend(args: argparse.Namespace) -> None:
+    from imsim.backends import backend_class
+
+    name, precision = getattr(args, "backend", None), getattr(args, "precision", None)
+    if not name:
+        return
+    try:
+        cls = backend_class(name)
+    except ImportError:  # its runtime is missing: creating the backend says so, in one line
+        return
+    if precision is None and hasattr(args, "precision"):
+        # Each backend owns its default (trt: fp16, what engines.build builds by default).
+        args.precision = precision = cls.default_precision
+    if precision not in cls.precisions:
+        raise UserError(f"backend {name!r} runs {', '.join(cls.precisions)}, not {precision!r}")
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    device = str(getattr(args, "device", "cpu") or "cpu")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device} asked for, but no CUDA device is available")
+
+
+def preflight(
+    args: argparse.Namespace,
+    *,
+    files: dict[str, str | Path | None] | None = None,
+    dirs: dict[str, str | Path | None] | None = None,
+    method_args: bool = True,
+) -> None:
+    """Everything a command can check before it does any work, each failure one line.
+
+    Seeds (``--seed``, ``--data-seed``) must be in [0, 2**32 - 1].
+    ``files``/``dirs``: output paths by flag (``{"--out": args.out}``; None values are skipped)
+    that must be writable at the end: not an existing folder (files) or file (folders), below a
+    writable folder. ``method_args``: also check ``--method``/``--methods`` names against the
+    registry, ``--precision`` against ``--backend``, and that a ``--device cuda`` exists.
+    """
+    for name in ("seed", "data_seed"):  # whatever type a command's own parser gave them
+        v = getattr(args, name, None)
+        if isinstance(v, int) and not 0 <= v <= MAX_SEED:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag}: a seed is between 0 and {MAX_SEED}, got {v}")
+    for flag, path in (files or {}).items():
+        check_output_file(path, flag)
+    for flag, path in (dirs or {}).items():
+        check_output_dir(path, flag)
+    if method_args:
+        _check_method_names(args)
+        _check_backend(args)
+        _check_device(args)
+
+
+@contextlib.contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """Within: a bad flag is reported as one ``error:`` line (exit 2), like every other bad input,
+    rather than argparse's usage block followed by the message."""
+    original = argparse.ArgumentParser.error
+
+    def error(self: argparse.ArgumentParser, message: str) -> None:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+    argparse.ArgumentParser.error = error  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original  # type: ignore[method-assign]
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Run a command's main, turning user-fixable errors into one line and exit status 2."""
     try:
-        code = main(argv)
+        with one_line_usage_errors():
+            code = main(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # the machine's, not the code's: a full disk, a file removed meanwhile
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -113,10 +257,12 @@ def add_backend_args(p: argparse.ArgumentParser, required: bool = False) -> None
     )
     g.add_argument(
         "--precision",
-        default="fp32",
-        choices=("fp32", "fp16", "bf16"),
-        help="torch: fp32/fp16/bf16; onnxruntime: fp32/fp16 (M.onnx/M.fp16.onnx); trt: fp16/fp32; "
-        "openvino: fp32/bf16 (both from M.onnx)",
+        default=None,
+        choices=("fp32", "fp16", "bf16", "int8"),
+        help="default: the backend's own (trt: fp16, the engines make engines builds; others: "
+        "fp32); torch: fp32/fp16/bf16; onnxruntime: fp32/fp16/int8 "
+        "(M.onnx/M.fp16.onnx/M.int8.onnx); trt: fp16/fp32/int8; openvino: fp32/bf16 (from "
+        "M.onnx), int8 (from M.int8.onnx)",
     )
     g.add_argument("--onnx-dir", default="artifacts/onnx", help="where python -m export wrote")
     g.add_argument(
@@ -170,4 +316,4 @@ def add_episode_args(p: argparse.ArgumentParser, episodes_help: str = "how many"
     g.add_argument("--shots", type=positive_int, default=5, help="support images per class")
     g.add_argument("--queries", type=positive_int, default=15, help="queries per class")
     g.add_argument("--episodes", type=positive_int, default=1000, help=episodes_help)
-    g.add_argument("--seed", type=int, default=0, help="seed of the episode sampler")
+    g.add_argument("--seed", type=seed_int, default=0, help="seed of the episode sampler")

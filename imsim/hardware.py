@@ -12,9 +12,17 @@ CPU (x86 feature flags from ``/proc/cpuinfo``, PyTorch's own kernel choice besid
 - bf16 is native with AVX512-BF16 or AMX-BF16 (oneDNN's bf16 dot products and tiles); oneDNN
   also runs bf16 on plain AVX-512 by converting to fp32, which is not counted as native.
 - fp16 is native with AVX512-FP16 or AMX-FP16.
-- int8 dot products (VNNI: AVX512-VNNI or AVX-VNNI) are recorded for INT8 backends.
+- int8 is native with AVX2 or newer: its 8-bit multiply-add (``vpmaddubsw`` + ``vpmaddwd``,
+  u8 x s8 into 32-bit sums) is what oneDNN, OpenVINO and ONNX Runtime's MLAS run INT8 layers on
+  there; VNNI (AVX512-VNNI or AVX-VNNI: the fused ``vpdpbusd``) makes it faster and is recorded
+  (``vnni``) so results can tell the two apart. Native says the instructions exist, not that a
+  runtime's kernels beat fp32: on an AVX2-only Zen 3 (2 threads), OpenVINO ran the INT8 ResNet-20
+  about 2x as fast as its fp32 at batch 256, ONNX Runtime's QDQ kernels about half as fast as its
+  fp32, and the INT8 ViT-tiny was slower than fp32 on both at batch 32: ``bench.fps`` measures it.
 CUDA: native bf16 from ``is_bf16_supported(including_emulation=False)`` (compute capability
-8.0+), fp16 tensor cores from compute capability 7.0+ (a P100, 6.0, has fp16 math without them).
+8.0+), fp16 tensor cores from compute capability 7.0+ (a P100, 6.0, has fp16 math without them),
+int8 from 6.1+ (DP4A 8-bit dot products, the least TensorRT's INT8 kernels need; INT8 tensor cores
+from 7.2/7.5).
 
 Tests inject capabilities with ``forced(...)`` so that the "no native bf16", "no AVX-512" and
 "CUDA without bf16" paths run on any machine.
@@ -64,6 +72,12 @@ class Capabilities:
         return self.avx512_bf16 or self.amx_bf16
 
     @property
+    def native_int8(self) -> bool:
+        if self.kind == "cuda":
+            return self.compute_capability is not None and self.compute_capability >= (6, 1)
+        return self.vnni or (self.isa or "").startswith(("AVX2", "AVX512"))
+
+    @property
     def native_fp16(self) -> bool:
         if self.kind == "cuda":
             return self.fp16_tensor_cores
@@ -78,7 +92,7 @@ class Capabilities:
         if precision == "fp16":
             return self.native_fp16
         if precision == "int8":
-            return self.vnni if self.kind == "cpu" else self.fp16_tensor_cores
+            return self.native_int8
         raise ValueError(f"unknown precision {precision!r}")
 
     def native_precisions(self) -> list[str]:

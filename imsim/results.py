@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from imsim.errors import UserError
 from imsim.hardware import capabilities, cpu_info
 
 SCHEMA = "imsim.results/1"
@@ -154,6 +155,58 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (``.`` at worst)."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            return p
+    return Path(".")
+
+
+def _probe_writable(folder: Path, what: str) -> None:
+    """Create and remove a file in ``folder``: the only test of writability that cannot lie
+    (permission bits say nothing of read-only mounts, ACLs or a full disk's inodes)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"{what}: cannot write in {folder} ({e.strerror or e})") from None
+
+
+def check_output_file(path: str | Path | None, flag: str = "--out") -> None:
+    """Refuse, before any work, an output file path that could not be written at the end.
+
+    A path to an existing folder, a path below an existing file, or one whose nearest existing
+    folder is not writable gives one line naming ``flag``; missing parent folders are fine
+    (writers create them). ``None`` (a default decided later) is not checked.
+    """
+    if path is None:
+        return
+    p = Path(path)
+    if str(path).endswith(("/", os.sep)) or p.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give the path of a file to write")
+    base = _nearest_existing(p.parent)
+    if not base.is_dir():
+        raise UserError(f"{flag} {path}: {base} is a file, not a folder")
+    _probe_writable(base, f"{flag} {path}")
+
+
+def check_output_dir(path: str | Path | None, flag: str = "--out") -> None:
+    """Refuse, before any work, an output folder that could not be written at the end: an
+    existing file, a path below a file, or a folder (or nearest existing parent) that is not
+    writable. A missing folder is fine (writers create it)."""
+    if path is None:
+        return
+    p = Path(path)
+    if (p.exists() or p.is_symlink()) and not p.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder")
+    base = _nearest_existing(p)
+    if not base.is_dir():
+        raise UserError(f"{flag} {path}: {base} is a file, not a folder")
+    _probe_writable(base, f"{flag} {path}")
 
 
 def make_results(kind: str, results: list[dict], config: dict, **sections: Any) -> dict:

@@ -6,6 +6,9 @@
 - ``serve``: the HTTP API and web page, on 127.0.0.1 by default.
 - ``recall``: recall@k of the faiss backend against exact search, on an index's own vectors.
 - ``bench``: query latency of exact and faiss search at several gallery sizes.
+- ``load``: a bounded load test of the server on this machine (concurrency sweep).
+
+Every argument is checked, and every output path, before any image is read or model built.
 """
 
 from __future__ import annotations
@@ -16,9 +19,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imsim.cli import add_method_args, csv_list, positive_int, run
+from imsim.cli import (
+    add_method_args,
+    csv_list,
+    finite_float,
+    image_side,
+    positive_int,
+    preflight,
+    run,
+    seed_int,
+)
 from imsim.errors import UserError
 from imsim.methods import create_method, list_methods
+from imsim.results import check_output_dir, check_output_file
 from search.backends import BACKENDS
 
 if TYPE_CHECKING:
@@ -44,6 +57,17 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
         default=16,
         help="faiss: clusters searched per query (default: 16)",
     )
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is between 0 and 65535, got {v}")
+    return v
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -80,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--out", required=True, help="index folder to create or update")
     ix.add_argument(
         "--image-size",
-        type=positive_int,
+        type=image_side,
         default=None,
         help="side images are resized to before embedding (default: the dataset's, "
         "else the method's input size, else 224)",
@@ -97,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed everything again, replacing an index built with other settings",
     )
     ix.add_argument("--data-dir", default="data", help="where cifar100 lives (default: data/)")
-    ix.add_argument("--data-seed", type=int, default=0, help="seed of the shapes generator")
+    ix.add_argument("--data-seed", type=seed_int, default=0, help="seed of the shapes generator")
     add_method_args(ix)
 
     q = sub.add_parser("query", help="print the top-K gallery images for a query")
@@ -112,14 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--k", type=positive_int, default=10, help="results to print (default: 10)")
     q.add_argument(
         "--weight",
-        type=float,
+        type=finite_float(0.0, 1.0),
         default=0.5,
         help="image weight w when image and text are both given: "
         "q = w * image + (1 - w) * text, both L2-normalized (default: 0.5)",
     )
     q.add_argument(
         "--min-score",
-        type=float,
+        type=finite_float(),
         default=None,
         help="drop results with a cosine similarity below this (default: none)",
     )
@@ -134,12 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to bind (default: 127.0.0.1, this machine only)",
     )
-    s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    s.add_argument("--port", type=port_number, default=8000, help="port (default: 8000)")
     s.add_argument(
         "--max-upload-mb",
-        type=float,
+        type=finite_float(0.0, 1024.0, low_open=True),
         default=10.0,
-        help="largest request body accepted (default: 10 MB)",
+        help="largest request body accepted, above 0 and up to 1024 (default: 10 MB)",
     )
     s.add_argument(
         "--max-pixels",
@@ -168,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--k", type=positive_int, default=10)
     r.add_argument("--nlist", type=positive_int, default=None, help="default: about sqrt(N)")
     r.add_argument("--nprobe", default="1,4,16,64", help="comma-separated values to measure")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=seed_int, default=0)
     r.add_argument("--out", default="results/search_recall.json", help="results JSON path")
 
     b = sub.add_parser("bench", help="query latency of exact and faiss search (random vectors)")
@@ -183,17 +207,57 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--k", type=positive_int, default=10)
     b.add_argument("--nprobe", default="4,16,64", help="faiss nprobe values to measure")
     b.add_argument("--no-faiss", action="store_true", help="time exact search only")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=seed_int, default=0)
     b.add_argument("--out", default="results/search_latency.json", help="results JSON path")
+
+    ld = sub.add_parser("load", help="load-test the server on this machine (concurrency sweep)")
+    ld.add_argument("index", help="index folder to serve (ignored with --url)")
+    ld.add_argument("--concurrency", default="1,4,16,64", help="requests in flight, per step")
+    ld.add_argument(
+        "--requests",
+        type=positive_int,
+        default=400,
+        help="answers per step (at least 4 x its concurrency; default: 400)",
+    )
+    ld.add_argument(
+        "--query",
+        default="upload",
+        choices=("upload", "item"),
+        help="upload: a PNG per request (decode, embed, search); item: a gallery row (search)",
+    )
+    ld.add_argument(
+        "--timeout",
+        type=finite_float(0.0, 600.0, low_open=True),
+        default=60.0,
+        help="seconds before one request counts as failed (default: 60)",
+    )
+    ld.add_argument("--url", default=None, help="a server already running on 127.0.0.1")
+    ld.add_argument(
+        "--backend", default="exact", choices=BACKENDS, help="search backend of the server"
+    )
+    ld.add_argument("--out", default="results/search/load.json", help="results JSON path")
     return p
+
+
+def _method_hint(e: UserError) -> UserError:
+    """A method error as this command names the flag (``--method``, not bench's ``--methods``)."""
+    return UserError(str(e).replace("--methods ", "--method "))
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from search.gallery import open_gallery
-    from search.index import build_index
+    from search.index import build_index, check_replaceable
 
+    check_output_dir(args.out)
+    # the index is built beside --out and renamed into place: its folder must be writable too
+    check_output_dir(Path(args.out).absolute().parent, "--out's folder")
+    check_replaceable(Path(args.out))  # before the model loads or any image is read
+    preflight(args, method_args=True)
     options = vars(args)
-    embedder = create_method(args.method, **options)  # an unknown method fails before any work
+    try:
+        embedder = create_method(args.method, **options)  # fails before any image is read
+    except UserError as e:
+        raise _method_hint(e) from None
     gallery = open_gallery(
         args.images, under=args.under, data_dir=args.data_dir, seed=args.data_seed
     )
@@ -234,13 +298,17 @@ def _searcher(args: argparse.Namespace) -> Searcher:
 def cmd_query(args: argparse.Namespace) -> int:
     from search.query import decode_upload
 
-    searcher = _searcher(args)
-    image = None
+    image_bytes = None
     if args.image:
         path = Path(args.image)
         if not path.is_file():
-            raise UserError(f"--image {path} does not exist")
-        image = decode_upload(path.read_bytes(), searcher.index.image_size, max_pixels=1 << 40)
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise UserError(f"--image {path} {what}; give an image file")
+        image_bytes = path.read_bytes()
+    searcher = _searcher(args)
+    image = None
+    if image_bytes is not None:
+        image = decode_upload(image_bytes, searcher.index.image_size, name=str(args.image))
     q = searcher.query_vector(image=image, item=args.item, text=args.text, weight=args.weight)
     hits = searcher.search(q, k=args.k, min_score=args.min_score)
     if args.json:
@@ -251,10 +319,28 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(f"query: {args.weight:g} x image + {1 - args.weight:g} x text", file=sys.stderr)
     print(f"{'rank':>4}  {'score':>7}  {'label':<20}  key")
     for h in hits:
-        print(f"{h.rank:>4}  {h.score:7.4f}  {h.label or '-':<20}  {h.key}")
+        d = h.to_dict()  # keys and labels that always encode
+        print(f"{h.rank:>4}  {h.score:7.4f}  {d['label'] or '-':<20}  {d['key']}")
     if not hits:
         print(f"no result scored at least {args.min_score}")
     return 0
+
+
+def _check_host(host: str, port: int) -> None:
+    """Refuse an address this machine cannot bind, before the model loads."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise UserError(f"--host {host!r} is not an address of this machine ({e})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -264,6 +350,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(
             f"serving needs the search extra ({e.name} is missing): pip install -e '.[search]'"
         ) from e
+    _check_host(args.host, args.port)
 
     limits = Limits(
         max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
@@ -278,12 +365,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("recall", "bench", "load"):
+        check_output_file(args.out)
     if args.command == "index":
         return cmd_index(args)
     if args.command == "query":
         return cmd_query(args)
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "load":
+        from search.load import load_test
+
+        return load_test(args, _ints(args.concurrency, "--concurrency"))
     from search import bench
 
     if args.command == "recall":

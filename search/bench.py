@@ -24,6 +24,7 @@ from imsim.results import make_results, record, write_json_atomic
 from search.backends import ExactBackend, FaissBackend, recall_at_k
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+MAX_BENCH_BYTES = 16 << 30  # random vectors of one size held in memory at once
 
 
 def _timed(fn: SearchFn, queries: np.ndarray, k: int) -> tuple[np.ndarray, dict[str, float]]:
@@ -178,6 +179,12 @@ def recall(args: argparse.Namespace, nprobes: list[int]) -> int:
 def latency(args: argparse.Namespace, sizes: list[int], nprobes: list[int]) -> int:
     """Query latency of exact and faiss search on random unit vectors of each size."""
     load = os.getloadavg()
+    too_big = [n for n in sizes if n * args.dim * 4 > MAX_BENCH_BYTES]
+    if too_big:
+        raise UserError(
+            f"--sizes {too_big[0]:,} x --dim {args.dim} float32 vectors is over "
+            f"{MAX_BENCH_BYTES >> 30} GiB; use a smaller size or dimension"
+        )
     rows: list[dict] = []
     for n in tqdm(sizes, desc="sizes", unit="size"):
         if n < args.queries or n < args.k:

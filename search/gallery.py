@@ -2,9 +2,14 @@
 
 Every gallery lists its items (a stable key, an optional label, a fingerprint that changes when
 the file does) without decoding anything, so re-indexing can tell which items are new or changed
-before it reads a single image. Images are decoded with the same function as the ImageFolder
-dataset reader (RGB, alpha composited on black, bicubic resize to a square side), and queries go
-through the same function, so a query image and a gallery image are preprocessed alike.
+before it reads a single image. Images are decoded under the one policy of ``imsim.data.images``
+(the ImageFolder dataset reader's: EXIF orientation applied, 16-bit scaled to 8 bits, RGB, alpha
+composited on black, decompression-bomb limit), then bicubic-resized to a square side; queries and
+thumbnails go through the same function, so a query image, a gallery image and what the page
+shows are the same pixels.
+
+File names that are not valid UTF-8 (possible on Linux) are kept as they are for reading files,
+and shown through ``display_key``, which never fails to encode.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from imsim.data.imagefolder import EXTENSIONS, decode_image
+from imsim.data.imagefolder import EXTENSIONS, READ_ERRORS
+from imsim.data.images import ImageError, open_rgb, to_array
 from imsim.errors import UserError
 
 if TYPE_CHECKING:
@@ -30,7 +36,24 @@ if TYPE_CHECKING:
 
 DATASET_SPLITS = ("train", "test")
 DATASETS = ("shapes", "cifar100")
-PREPROCESSING = "RGB (alpha composited on black), bicubic resize to image_size x image_size"
+PREPROCESSING = (
+    "EXIF orientation applied, 16-bit scaled to 8 bits, RGB (alpha composited on black), "
+    "bicubic resize to image_size x image_size"
+)
+
+
+def display_key(key: str) -> str:
+    """``key`` as text that always encodes as UTF-8 (JSON answers, printed tables).
+
+    A file name that is not valid UTF-8 reaches Python with its bad bytes as lone surrogates,
+    which no UTF-8 encoder accepts; those bytes are shown as ``\\xNN`` escapes instead.
+    """
+    try:
+        key.encode("utf-8")
+        return key
+    except UnicodeEncodeError:
+        raw = key.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -65,10 +88,8 @@ class Gallery(ABC):
         data = self.read_key(key)
         if isinstance(data, np.ndarray):
             return data if size is None else resize_array(data, size)
-        if size is None:
-            with Image.open(io.BytesIO(data)) as im:
-                size = max(im.size)
-        return decode_image(data, size)
+        im = open_rgb(data, display_key(key))
+        return to_array(im, max(im.size) if size is None else size)
 
     def image(self, i: int, size: int) -> np.ndarray:
         """Item ``i`` as uint8 (size, size, 3); raises on undecodable files."""
@@ -81,8 +102,12 @@ class Gallery(ABC):
         for i in indices:
             try:
                 yield i, self.image(i, size), None
-            except Exception as e:  # any decoder failure skips the file, by name
-                yield i, None, f"{type(e).__name__}: {e}"
+            except ImageError as e:  # undecodable or too large, under the one decoding policy
+                yield i, None, e.reason
+            except UserError as e:  # e.g. a link out of the gallery folder
+                yield i, None, str(e)
+            except READ_ERRORS as e:  # the file could not be read at all
+                yield i, None, f"cannot be read ({type(e).__name__}: {e})"
 
 
 def _label_of(rel: str) -> str | None:
@@ -243,11 +268,7 @@ def thumbnail(data: bytes | np.ndarray, max_side: int = 256) -> tuple[bytes, str
 
     Small images (dataset splits) become PNG at their own size; larger ones JPEG.
     """
-    if isinstance(data, np.ndarray):
-        im = Image.fromarray(data)
-    else:
-        im = Image.open(io.BytesIO(data))
-        im = ImageOps.exif_transpose(im).convert("RGB")
+    im = Image.fromarray(data) if isinstance(data, np.ndarray) else open_rgb(data, "thumbnail")
     im.thumbnail((max_side, max_side))
     buf = io.BytesIO()
     if max(im.size) <= 64:

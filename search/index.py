@@ -6,7 +6,10 @@ method, its model options and description, the preprocessing, the gallery source
 of ``embeddings.npy``. Both are readable without this package (numpy and a JSON parser).
 
 Building writes a complete new folder beside the target and renames it into place, so a reader
-(or an interrupted build) never sees a half-written index. Re-building the same gallery with the
+(or an interrupted build) never sees a half-written index. Only a folder that is provably an index
+written here (nothing in it but ``manifest.json`` with this format tag and ``embeddings.npy``) is
+ever replaced, with or without ``--rebuild``: any other folder is refused, so no one's files are
+lost to a mistyped ``--out``. Re-building the same gallery with the
 same method re-uses the rows of items whose key and fingerprint are unchanged and embeds only new
 or changed ones; removed items are dropped.
 """
@@ -30,7 +33,7 @@ from tqdm import tqdm
 from imsim.errors import UserError
 from imsim.methods.base import Embedder, l2_normalize
 from imsim.results import environment
-from search.gallery import PREPROCESSING, Gallery, Item
+from search.gallery import PREPROCESSING, Gallery, Item, display_key
 
 FORMAT = "imsim.search-index/1"
 MANIFEST = "manifest.json"
@@ -109,8 +112,10 @@ class Index:
 
     @property
     def _positions(self) -> dict[str, int]:
+        """Rows by key, and by the key as printed (``display_key``) where that differs."""
         if not hasattr(self, "_pos"):
-            self._pos = {it.key: i for i, it in enumerate(self.items)}
+            self._pos = {display_key(it.key): i for i, it in enumerate(self.items)}
+            self._pos.update({it.key: i for i, it in enumerate(self.items)})
         return self._pos
 
 
@@ -123,11 +128,15 @@ def load_index(path: str | Path, verify: bool = True) -> Index:
             f"{path} is not a search index (no {MANIFEST}); build one with python -m search index"
         )
     try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{mpath} is unreadable ({e}); rebuild the index") from e
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{mpath} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+        manifest = json.loads(mpath.read_bytes())
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"{mpath} is unreadable ({e}); rebuild the index") from None
+    fmt = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+    if fmt != FORMAT:
+        raise UserError(f"{mpath} has format {fmt!r}, expected {FORMAT!r}")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise UserError(f"{mpath} is not a valid index manifest ({problem}); rebuild the index")
     emb = manifest["embeddings"]
     epath = path / emb["file"]
     if not epath.is_file():
@@ -142,6 +151,80 @@ def load_index(path: str | Path, verify: bool = True) -> Index:
     if vectors.shape != (n, d):
         raise UserError(f"{epath} has shape {vectors.shape}, the manifest says ({n}, {d})")
     return Index(path, manifest, np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+def manifest_problem(m: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest's structure (the fields this package reads), or None."""
+
+    def is_int(v: Any, low: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    emb, method, pre = m.get("embeddings"), m.get("method"), m.get("preprocessing")
+    if not isinstance(emb, dict) or emb.get("file") != EMBEDDINGS:
+        return f"embeddings.file must be {EMBEDDINGS!r}"
+    if not isinstance(emb.get("sha256"), str) or emb.get("dtype") not in DTYPES:
+        return f"embeddings needs a sha256 string and a dtype in {DTYPES}"
+    if not isinstance(method, dict) or not isinstance(method.get("item"), str):
+        return "method.item must be a string"
+    if not is_int(method.get("embedding_dim"), 1) or not isinstance(method.get("options"), dict):
+        return "method needs an integer embedding_dim >= 1 and an options object"
+    if not isinstance(pre, dict) or not is_int(pre.get("image_size"), 1):
+        return "preprocessing.image_size must be an integer >= 1"
+    if not isinstance(m.get("source"), dict):
+        return "source must be an object"
+    items = m.get("items")
+    if not isinstance(items, list):
+        return "items must be a list"
+    for i, it in enumerate(items):
+        if not (
+            isinstance(it, dict)
+            and isinstance(it.get("key"), str)
+            and isinstance(it.get("fingerprint"), str)
+            and (it.get("label") is None or isinstance(it.get("label"), str))
+        ):
+            return f"items[{i}] needs a string key and fingerprint and a string or null label"
+    return None
+
+
+def not_an_index(path: Path) -> str | None:
+    """Why ``path`` may not be replaced by a new index, or None when it may.
+
+    It may when it is an empty folder, or a folder holding nothing but this tool's two files with
+    a manifest of this format: what ``write_index`` writes. Anything else (a file, a link, a
+    web app's ``manifest.json``, a user's notes beside an index) is not ours to delete.
+    """
+    if path.is_symlink():
+        return "is a symbolic link"
+    if not path.is_dir():
+        return "is a file, not a folder"
+    names = sorted(p.name for p in path.iterdir())
+    if not names:
+        return None
+    extra = [n for n in names if n not in (MANIFEST, EMBEDDINGS)]
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        return f"holds files that are not part of a search index ({shown})"
+    if MANIFEST not in names:
+        return f"has no {MANIFEST}"
+    try:
+        fmt = json.loads((path / MANIFEST).read_bytes()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return f"has a {MANIFEST} that is not a search index's"
+    if fmt != FORMAT:
+        return f"has a {MANIFEST} of format {fmt!r}, not a search index's ({FORMAT})"
+    return None
+
+
+def check_replaceable(out: Path) -> None:
+    """UserError unless ``out`` is absent, empty, or an index written here (``not_an_index``)."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    why_not = not_an_index(out)
+    if why_not:
+        raise UserError(
+            f"--out {out} is not a search index ({why_not}); only a folder written by "
+            "python -m search index is ever replaced, so choose another --out"
+        )
 
 
 @dataclass
@@ -174,11 +257,9 @@ def build_index(
     preprocessing = {"image_size": int(size), "decode": PREPROCESSING, "normalize": "L2"}
 
     old: Index | None = None
-    if out.exists():
-        if not (out / MANIFEST).is_file():
-            if not out.is_dir() or any(out.iterdir()):
-                raise UserError(f"{out} exists and is not a search index; choose another --out")
-        elif not rebuild:
+    if out.exists() or out.is_symlink():
+        check_replaceable(out)
+        if (out / MANIFEST).is_file() and not rebuild:
             old = load_index(out)
             settings = {"method": method, "preprocessing": preprocessing, "dtype": dtype}
             before = {
@@ -205,16 +286,19 @@ def build_index(
     def flush() -> None:
         if batch:
             feats = l2_normalize(embedder.embed(np.stack([img for _, img in batch])))
-            fresh.update({i: f for (i, _), f in zip(batch, feats, strict=True)})
+            for (i, _), f in zip(batch, feats, strict=True):
+                if np.all(np.isfinite(f)):
+                    fresh[i] = f
+                else:  # a NaN row would rank arbitrarily and cannot be sent as JSON
+                    key = gallery.items[i].key
+                    print(f"warning: skipping {key}: its embedding is not finite", file=sys.stderr)
+                    skipped.append({"key": key, "error": "embedding is not finite"})
             bar.update(len(batch))
             batch.clear()
 
     for i, img, err in gallery.iter_images(todo, size):
         if img is None:
-            print(
-                f"warning: skipping unreadable image {gallery.items[i].key} ({err})",
-                file=sys.stderr,
-            )
+            print(f"warning: skipping {gallery.items[i].key}: {err}", file=sys.stderr)
             skipped.append({"key": gallery.items[i].key, "error": str(err)})
             bar.update(1)
             continue
@@ -265,7 +349,8 @@ def write_index(out: Path, vectors: np.ndarray, manifest: dict[str, Any]) -> Non
     """Write a complete index into a temporary folder beside ``out``, then swap it into place.
 
     At every moment ``out`` is either the previous complete index, absent (for the instant
-    between the two renames), or the new complete one.
+    between the two renames), or the new complete one. Whatever is at ``out`` is checked again
+    just before it is replaced: only an index written here (``not_an_index``) ever is.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +367,8 @@ def write_index(out: Path, vectors: np.ndarray, manifest: dict[str, Any]) -> Non
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        if out.exists():
+        if out.exists() or out.is_symlink():
+            check_replaceable(out)
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.rename(out, trash / "index")
             os.rename(tmp, out)

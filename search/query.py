@@ -9,19 +9,19 @@ score only when one is given.
 
 from __future__ import annotations
 
-import io
+import math
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from imsim.data.imagefolder import decode_image
+from imsim.data.images import ImageError, ImageTooLarge, decode_image
 from imsim.errors import UserError
 from imsim.methods import create_method
 from imsim.methods.base import Embedder, l2_normalize
 from search.backends import Backend, make_backend
+from search.gallery import display_key
 from search.index import Index, _strip_runtime, method_record
 
 MAX_TEXT = 1000  # characters
@@ -40,7 +40,8 @@ class Hit:
     label: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The hit as JSON-safe values (a key that is not valid UTF-8 shown escaped)."""
+        return {**asdict(self), "key": display_key(self.key)}
 
 
 def fuse(image: np.ndarray | None, text: np.ndarray | None, weight: float) -> np.ndarray:
@@ -58,27 +59,18 @@ def fuse(image: np.ndarray | None, text: np.ndarray | None, weight: float) -> np
     return l2_normalize(q.reshape(1, -1))[0]
 
 
-def decode_upload(data: bytes, size: int, max_pixels: int) -> np.ndarray:
-    """Untrusted image bytes -> uint8 (size, size, 3), or UserError saying what is wrong."""
-    if not data:
-        raise UserError("the uploaded image is empty")
+def decode_upload(
+    data: bytes, size: int, max_pixels: int | None = None, name: str = "the uploaded image"
+) -> np.ndarray:
+    """Untrusted image bytes -> uint8 (size, size, 3) under the toolkit's one decoding policy
+    (``imsim.data.images``), or a UserError saying what is wrong (RequestTooLarge: too many
+    pixels)."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            fmt = im.format
-    except UnidentifiedImageError as e:
-        raise UserError(
-            "the upload is not an image in a format this server reads (JPEG, PNG, GIF, BMP, "
-            "WebP, TIFF, ...)"
-        ) from e
-    except Exception as e:  # any other failure to read untrusted bytes is bad input too
-        raise UserError(f"the upload is not a readable image ({type(e).__name__}: {e})") from e
-    if w * h > max_pixels:
-        raise RequestTooLarge(f"the image is {w}x{h} pixels; the limit is {max_pixels} pixels")
-    try:
-        return decode_image(data, size)
-    except Exception as e:  # truncated or corrupt data fails in many decoder ways
-        raise UserError(f"the {fmt} image is corrupt or truncated ({type(e).__name__}: {e})") from e
+        return decode_image(data, size, name=name, max_pixels=max_pixels)
+    except ImageTooLarge as e:
+        raise RequestTooLarge(str(e)) from None
+    except ImageError as e:
+        raise UserError(str(e)) from None
 
 
 class Searcher:
@@ -163,10 +155,12 @@ class Searcher:
         """The top ``k`` gallery items by cosine similarity, best first (ties: lower row first)."""
         if k < 1:
             raise UserError(f"k must be >= 1, got {k}")
+        if min_score is not None and not math.isfinite(min_score):
+            raise UserError(f"the minimum score must be a finite number, got {min_score}")
         scores, rows = self.backend.search(q.reshape(1, -1), min(k, len(self.index)))
         hits = []
         for s, r in zip(scores[0], rows[0], strict=True):
-            if r < 0 or (min_score is not None and s < min_score):
+            if r < 0 or not np.isfinite(s) or (min_score is not None and s < min_score):
                 continue
             it = self.index.items[int(r)]
             hits.append(Hit(len(hits) + 1, int(r), float(s), it.key, it.label))

@@ -3,7 +3,13 @@
 FastAPI serves the API and one static page (plain HTML and JavaScript, no build step). Every
 request body is capped before it is parsed; an upload that is not an image, too large or corrupt
 gets a 4xx answer with a JSON ``{"error": message}``, as does any other bad request. Embedding
-and search run in the worker thread pool so slow requests do not block the event loop.
+and search run in worker threads (one per CPU, requests queued in arrival order) so slow requests do
+not block the event loop.
+
+Nothing a client sends can make it answer 500 or drop a kept-open connection: every parameter is
+validated (400/413/422 with a message), a JSON body nested deeper than ``MAX_JSON_DEPTH`` is refused
+before it is parsed, answers encode any file name (``display_key``), and a catch-all middleware
+turns whatever else escapes into a logged JSON error on a connection that stays usable.
 
 Endpoints:
 - ``GET /``: the page.
@@ -20,6 +26,9 @@ import base64
 import binascii
 import ipaddress
 import json
+import logging
+import os
+import re
 import sys
 import threading
 import time
@@ -27,18 +36,71 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imsim.errors import UserError
-from search.gallery import Gallery, gallery_from_source, thumbnail
+from search.gallery import Gallery, display_key, gallery_from_source, thumbnail
 from search.query import RequestTooLarge, Searcher, decode_upload
 
 FIELDS = ("item", "text", "k", "weight", "min_score")
+MAX_JSON_DEPTH = 20  # a search request is one flat object; deeper bodies are refused unparsed
+MAX_SAMPLE = 100  # items per /api/items answer
+MAX_SEED = 2**63 - 1
+log = logging.getLogger("search.server")
+_JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that always encodes: lone surrogates (file names that are not UTF-8) as escapes."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text, counted without parsing it."""
+    skeleton = np.frombuffer(_JSON_STRINGS.sub(b'""', body), dtype=np.uint8)
+    opens = np.isin(skeleton, np.frombuffer(b"[{", dtype=np.uint8))
+    closes = np.isin(skeleton, np.frombuffer(b"]}", dtype=np.uint8))
+    step = opens.astype(np.int64) - closes.astype(np.int64)
+    return int(np.cumsum(step).max(initial=0))
+
+
+class CatchAll:
+    """ASGI middleware: an exception that escapes every handler is logged with its traceback and
+    answered as a JSON 500, instead of propagating to the server (which would reset the client's
+    kept-open connection). The handlers above it make this the exception, not the rule."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as e:
+            log.exception("internal error answering %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                try:
+                    await _send_json(send, 500, f"internal error ({type(e).__name__}); see the log")
+                except Exception:  # the client is gone; nothing left to tell it
+                    log.warning("could not send the error response")
 
 
 @dataclass(frozen=True)
@@ -103,7 +165,7 @@ class BodyLimit:
 
 
 async def _send_json(send: Any, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
+    body = json.dumps({"error": message}).encode()  # ensure_ascii: any message encodes
     await send(
         {
             "type": "http.response.start",
@@ -118,29 +180,37 @@ async def _send_json(send: Any, status: int, message: str) -> None:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    return SafeJSONResponse({"error": message}, status_code=status)
+
+
+def _shown(value: Any) -> str:
+    """A client's value, quoted and cut short for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _int(name: str, value: Any, default: int) -> int:
     if value is None or value == "":
         return default
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise UserError(f"{name} must be an integer, got {value!r}")
+        raise UserError(f"{name} must be an integer, got {_shown(value)}")
     try:
         return int(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be an integer, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{name} must be an integer, got {_shown(value)}") from None
 
 
 def _float(name: str, value: Any, default: float | None) -> float | None:
     if value is None or value == "":
         return default
+    if isinstance(value, bool):
+        raise UserError(f"{name} must be a number, got {_shown(value)}")
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{name} must be a number, got {_shown(value)}") from None
     if not np.isfinite(v):
-        raise UserError(f"{name} must be finite, got {value!r}")
+        raise UserError(f"{name} must be finite, got {_shown(value)}")
     return v
 
 
@@ -171,14 +241,19 @@ class SearchService:
         }
 
     def sample(self, n: int, seed: int) -> list[dict[str, Any]]:
+        """``n`` (0 to 100) distinct items drawn with ``seed`` (0 to 2**63 - 1), in row order."""
+        if not 0 <= n <= MAX_SAMPLE:
+            raise UserError(f"n must be between 0 and {MAX_SAMPLE}, got {n}")
+        if not 0 <= seed <= MAX_SEED:
+            raise UserError(f"seed must be between 0 and 2**63 - 1, got {seed}")
         idx = self.searcher.index
-        n = max(0, min(n, 100, len(idx)))
+        n = min(n, len(idx))
         rows = np.sort(np.random.default_rng(seed).choice(len(idx), n, replace=False))
         return [self._item(int(r)) for r in rows]
 
     def _item(self, row: int) -> dict[str, Any]:
         it = self.searcher.index.items[row]
-        return {"row": row, "key": it.key, "label": it.label}
+        return {"row": row, "key": display_key(it.key), "label": it.label}
 
     def thumbnail(self, row: int) -> tuple[bytes, str]:
         """Item ``row`` as (image bytes, media type); LookupError when the gallery is gone."""
@@ -219,6 +294,8 @@ class SearchService:
         if text is not None and not isinstance(text, str):
             raise UserError("text must be a string")
         item = fields.get("item")
+        if isinstance(item, bool) or not isinstance(item, str | int | None):
+            raise UserError(f"item must be an integer row number, got {_shown(item)}")
         if item is not None and item != "":
             row = _int("item", item, 0)
             if not 0 <= row < len(self.searcher.index):
@@ -252,10 +329,13 @@ class SearchService:
 async def _parse(request: Request, limits: Limits) -> tuple[dict[str, Any], bytes | None]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
+        raw = await request.body()
+        if json_depth(raw) > MAX_JSON_DEPTH:
+            raise UserError(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"the body is not valid JSON ({e})") from e
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as e:  # bad syntax, bad UTF-8, a 5000-digit number
+            raise UserError(f"the body is not valid JSON ({e})") from None
         if not isinstance(body, dict):
             raise UserError("the JSON body must be an object")
         data = body.get("image_base64")
@@ -290,8 +370,18 @@ def create_app(searcher: Searcher, limits: Limits | None = None) -> FastAPI:
     """The FastAPI application for one index."""
     limits = limits or Limits()
     service = SearchService(searcher, limits)
-    app = FastAPI(title="imsim search", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="imsim search",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=SafeJSONResponse,
+    )
     app.state.service = service
+    # Searches run in as many worker threads as there are CPUs, the others wait their turn in
+    # arrival order: forty threads contending for the GIL and the cores would serve fewer
+    # requests per second, and the unlucky ones last.
+    workers = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
 
     @app.exception_handler(RequestTooLarge)
     async def too_large(_: Request, e: RequestTooLarge) -> JSONResponse:
@@ -315,13 +405,9 @@ def create_app(searcher: Searcher, limits: Limits | None = None) -> FastAPI:
         html = resources.files("search").joinpath("static/index.html").read_text()
         return HTMLResponse(html)
 
-    @app.get("/api/info")
-    def info() -> dict[str, Any]:
-        return service.info()
-
     @app.get("/api/items")
-    def items(n: int = 12, seed: int = 0) -> list[dict[str, Any]]:
-        return service.sample(n, seed)
+    def items(n: int = 12, seed: int = 0) -> SafeJSONResponse:
+        return SafeJSONResponse(service.sample(n, seed))
 
     @app.get("/api/items/{row}/image")
     def item_image(row: int) -> Response:
@@ -332,15 +418,17 @@ def create_app(searcher: Searcher, limits: Limits | None = None) -> FastAPI:
         return Response(data, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/search")
-    async def search(request: Request) -> dict[str, Any]:
+    async def search(request: Request) -> SafeJSONResponse:
         fields, image = await _parse(request, limits)
-        return await run_in_threadpool(service.run, fields, image)
+        answer = await anyio.to_thread.run_sync(service.run, fields, image, limiter=workers)
+        return SafeJSONResponse(answer)
 
-    @app.exception_handler(Exception)
-    async def internal(_: Request, e: Exception) -> JSONResponse:
-        return _error(500, f"internal error ({type(e).__name__}); see the server log")
+    @app.get("/api/info")
+    def info() -> SafeJSONResponse:
+        return SafeJSONResponse(service.info())
 
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(CatchAll)  # outermost: nothing escapes it
     return app
 
 
@@ -366,7 +454,9 @@ def serve(searcher: Searcher, host: str, port: int, limits: Limits, workers_limi
         create_app(searcher, limits),
         host=host,
         port=port,
-        limit_concurrency=workers_limit,
+        # uvicorn answers 503 once the open connections reach its limit, the new one included:
+        # + 1 makes ``workers_limit`` connections the number served at once, as documented.
+        limit_concurrency=workers_limit + 1,
         timeout_keep_alive=5,
         log_level="warning",
     )

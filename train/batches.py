@@ -3,6 +3,12 @@
 Every epoch's plan is drawn from generators seeded by (seed, epoch), and augmentation draws from
 torch's generator seeded the same way, so an epoch is a pure function of the model state, the
 seed and the epoch number: what makes ``--resume`` reproduce an uninterrupted run.
+
+The uint8 image bank lives on the training device, and a batch is gathered, converted and
+augmented there as whole-batch tensor ops (one gather, one reflect pad, one indexed crop+flip):
+on a GPU a per-sample transform loop launched hundreds of tiny kernels per batch after a gather
+and a pageable copy on the CPU. The crop offsets and flips are drawn on the CPU generator (a few
+hundred numbers per batch), so a batch is the same on every device.
 """
 
 from __future__ import annotations
@@ -11,14 +17,41 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pytorch_metric_learning.samplers import MPerClassSampler
-from torchvision.transforms import v2
 
 from imsim.models import Preprocess
 
 
+def crop_flip(
+    x: torch.Tensor, pad: int, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample crops of the reflect-padded batch ``x`` (N, C, H, W) at (``top``, ``left``)
+    (each in [0, 2 * pad]), mirrored left-right where ``flip``: torchvision's
+    ``RandomCrop(H, padding=pad, padding_mode="reflect")`` then ``RandomHorizontalFlip`` with
+    these draws, for the whole batch in one indexing op."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dev = x.device
+    rows = top.to(dev)[:, None] + torch.arange(h, device=dev)  # (N, H)
+    cols = left.to(dev)[:, None] + torch.arange(w, device=dev)  # (N, W)
+    cols = torch.where(flip.to(dev)[:, None], cols.flip(1), cols)
+    batch = torch.arange(n, device=dev)[:, None, None, None]
+    chan = torch.arange(c, device=dev)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """``crop_flip`` with offsets and flips drawn per sample from torch's (CPU) generator."""
+    n = len(x)
+    draws = torch.randint(0, 2 * pad + 1, (2, n))
+    flip = torch.rand(n) < 0.5
+    return crop_flip(x, pad, draws[0], draws[1], flip)
+
+
 class ImageBank:
-    """The training images (uint8 NHWC) and labels; turns index arrays into float batches."""
+    """The training images (uint8 NHWC, kept on the training device) and labels; turns index
+    arrays into float batches on that device."""
 
     def __init__(
         self,
@@ -35,37 +68,32 @@ class ImageBank:
             flip = np.random.default_rng([seed, 7]).random(len(images)) < 0.5
             images = images.copy()
             images[flip] = images[flip, :, ::-1]
-            self.transform = None
+            self.pad: int | None = None
         elif augment == "crop+flip":
-            size = preprocess.size
-            # torchvision draws one set of parameters per call, so it is called per sample
-            # (each image gets its own crop and flip).
-            self.transform = v2.Compose(
-                [
-                    v2.RandomCrop(size, padding=size // 8, padding_mode="reflect"),
-                    v2.RandomHorizontalFlip(),
-                ]
-            )
+            self.pad = preprocess.size // 8  # each sample gets its own crop and flip
         else:
             raise ValueError(f"unknown augmentation {augment!r}")
-        self.images = torch.from_numpy(images)
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.preprocess = preprocess.to(device)
         self.device = torch.device(device)
+        self.images = torch.from_numpy(images).to(self.device)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self._labels = torch.from_numpy(self.labels).to(self.device)
+        self.preprocess = preprocess.to(self.device)
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _index(self, idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.device)
+
     def unit(self, idx: np.ndarray) -> torch.Tensor:
         """Float NCHW in [0, 1] (augmented, on the training device) for the images at ``idx``."""
-        x = self.images[torch.from_numpy(np.asarray(idx))].to(self.device)
-        x = self.preprocess.to_unit(x)
-        if self.transform is not None:
-            x = torch.stack([self.transform(img) for img in x])
+        x = self.preprocess.to_unit(self.images[self._index(idx)])
+        if self.pad is not None:
+            x = random_crop_flip(x, self.pad)
         return x.contiguous(memory_format=torch.channels_last)
 
     def label_tensor(self, idx: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.labels[idx]).to(self.device)
+        return self._labels[self._index(idx)]
 
 
 def balanced_batches(

@@ -6,15 +6,25 @@ state (``M.state.safetensors`` + ``M.state.json``: weights, optimizer, schedule,
 therefore loses at most the epoch in progress; ``resume=True`` continues from the state and, since
 every epoch is seeded by (seed, epoch), ends with the same weights as an uninterrupted run. The
 state files are removed when training completes.
+
+Bit for bit holds on the CPU. On CUDA, cuDNN picks convolution algorithms by timing and several
+cuDNN/cuBLAS kernels accumulate in a run-dependent order, so two runs differ in the last bits
+unless they are made deterministic: ``deterministic=True`` (``--deterministic``, and always with
+``--resume``) selects deterministic algorithms for the run (``deterministic_mode``). The
+interrupted run must have used it too for its resumption to match it bit for bit.
+
+A training step never waits for the GPU: the loss is summed on the device and read back only
+when the progress bar is redrawn and at the end of the epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +62,7 @@ class RunConfig:
     resume: bool = False
     device: str = "cpu"
     amp: str = "auto"  # auto | bf16 | fp16 | off
+    deterministic: bool = False  # CUDA: deterministic cuDNN/cuBLAS (always on with resume)
     val_classes: int | None = None
     data_spec: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # recorded only
@@ -80,6 +91,45 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Callable[[], A
     if dtype is None:
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to be deterministic (CUDA >= 10.2)
+
+
+@contextlib.contextmanager
+def deterministic_mode(device: torch.device, enabled: bool) -> Iterator[dict[str, Any]]:
+    """Deterministic CUDA kernels for the duration of a run, the previous settings restored
+    after: cuDNN without autotuning and with deterministic algorithms only, PyTorch's
+    deterministic implementations (a warning where an op has none), and cuBLAS's fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``, read when cuBLAS first runs: the environment
+    variable set before the process touches CUDA is the sure way). Yields what was set; nothing
+    on the CPU, whose kernels here are deterministic already."""
+    if not enabled or device.type != "cuda":
+        yield {}
+        return
+    before = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield {
+            "cudnn.deterministic": True,
+            "cudnn.benchmark": False,
+            "deterministic_algorithms": "warn_only",
+            "CUBLAS_WORKSPACE_CONFIG": os.environ["CUBLAS_WORKSPACE_CONFIG"],
+        }
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[:2]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
+        if before[4] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
@@ -144,6 +194,8 @@ class Trainer:
         self.cfg = cfg
         self.ds = ds
         self.device = torch.device(cfg.device)
+        self.deterministic = cfg.deterministic or cfg.resume
+        self.determinism: dict[str, Any] = {}  # what deterministic_mode set, for the metrics
         self.dtype = amp_dtype(cfg.amp, self.device)
         self.autocast = _autocast(self.device, self.dtype)
         self.plan = ClassPlan.make(ds.split.seen, cfg.val_classes)
@@ -207,6 +259,7 @@ class Trainer:
                 "optimizer": opt_meta,
                 "schedule": self.sched.state_dict() if self.sched is not None else None,
                 "scaler": self.scaler.state_dict(),
+                "deterministic": self.deterministic,
                 "best": self.best,
                 "history": self.history,
             },
@@ -233,6 +286,12 @@ class Trainer:
             self.scaler.load_state_dict(st["scaler"])
         self.best, self.history = st["best"], st["history"]
         self.start_epoch = int(st["epoch"]) + 1
+        if self.device.type == "cuda" and not st.get("deterministic", False):
+            print(
+                "note: the interrupted run was not --deterministic, so on CUDA the resumed run "
+                "will not match an uninterrupted one bit for bit",
+                file=sys.stderr,
+            )
         return True
 
     def _save_best(self, epoch: int, scores: dict) -> None:
@@ -287,7 +346,13 @@ class Trainer:
         doc = make_results(
             "training",
             [r for r in rows if r is not None],
-            config={**self.identity(), "out": str(self.cfg.out), **self.cfg.extra},
+            config={
+                **self.identity(),
+                "out": str(self.cfg.out),
+                "deterministic": self.deterministic,
+                "determinism": self.determinism,
+                **self.cfg.extra,
+            },
             split=self.split_info(),
             selected=self.best,
             completed=bool(self.history) and self.history[-1]["epoch"] == self.cfg.epochs,
@@ -314,6 +379,10 @@ class Trainer:
         return entry
 
     def run(self, on_epoch_end: Callable[[int], None] | None = None) -> dict:
+        with deterministic_mode(self.device, self.deterministic) as self.determinism:
+            return self._run(on_epoch_end)
+
+    def _run(self, on_epoch_end: Callable[[int], None] | None) -> dict:
         cfg = self.cfg
         cfg.out.mkdir(parents=True, exist_ok=True)
         resumed = cfg.resume and self._load_state()
@@ -331,8 +400,9 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.epochs + 1):
             seed_epoch(cfg.seed, epoch)
             self.net.train()
-            t0 = time.perf_counter()
-            total, n_img, n_batches = 0.0, 0, 0
+            t0 = shown = time.perf_counter()
+            total = torch.zeros((), device=self.device)  # the loss sum, read back rarely
+            n_img, n_batches = 0, 0
             bar = tqdm(
                 self._batches(epoch),
                 total=self.steps_per_epoch,
@@ -349,15 +419,18 @@ class Trainer:
                 self.scaler.update()
                 if self.sched is not None:
                     self.sched.step()
-                total += loss.item()
+                total += loss.detach().float()
                 n_img += n
                 n_batches += 1
-                bar.set_postfix(
-                    loss=f"{total / n_batches:.4f}",
-                    img_s=f"{n_img / (time.perf_counter() - t0):.0f}",
-                    refresh=False,
-                )
+                if time.perf_counter() - shown >= 2.0:
+                    shown = time.perf_counter()
+                    bar.set_postfix(
+                        loss=f"{total.item() / n_batches:.4f}",
+                        img_s=f"{n_img / (shown - t0):.0f}",
+                        refresh=False,
+                    )
             bar.close()
+            total = total.item()  # waits for the epoch's last step
             secs = time.perf_counter() - t0
             entry = self._evaluate(
                 epoch,

@@ -52,8 +52,9 @@ def create_backend(name: str, embedder: Embedder, options: BackendOptions) -> Ba
 
 def options_from_args(args: argparse.Namespace) -> BackendOptions:
     """``BackendOptions`` from the flags of ``imsim.cli.add_backend_args`` (and ``--device``)."""
+    precision = args.precision or backend_class(args.backend).default_precision
     return BackendOptions(
-        precision=args.precision,
+        precision=precision,
         device=args.device,
         onnx_dir=args.onnx_dir,
         engine_dir=args.engine_dir,

@@ -50,6 +50,7 @@ class Backend(ABC):
 
     name: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]]
+    default_precision: ClassVar[str] = "fp32"  # what --precision means when not given
 
     def __init__(self, precision: str, device: str) -> None:
         if precision not in self.precisions:

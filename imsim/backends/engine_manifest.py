@@ -10,6 +10,7 @@ checks it against the running TensorRT, the GPU and the current ONNX file and re
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from imsim.artifacts import read_json, sha256_file, sidecar_path
 from imsim.errors import UserError
 
 MANIFEST_SCHEMA = "imsim.engine/1"
-ENGINE_PRECISIONS = ("fp16", "fp32")
+ENGINE_PRECISIONS = ("fp16", "fp32", "int8")
 REQUIRED = (
     "schema",
     "method",
@@ -31,6 +32,44 @@ REQUIRED = (
     "input",
     "embedding_size",
 )
+# The type of every field the checks and the runtime read; a nested dict is an object's fields.
+FIELD_TYPES: dict[str, Any] = {
+    "schema": str,
+    "method": str,
+    "precision": str,
+    "engine_sha256": str,
+    "onnx": {"file": str, "sha256": str},
+    "tensorrt_version": str,
+    "gpu": {"name": str, "compute_capability": str},
+    "profile": {"min": int, "opt": int, "max": int},
+    "input": {"name": str, "shape": list},
+    "embedding_size": int,
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
+def field_problem(
+    doc: dict[str, Any], types: dict[str, Any] = FIELD_TYPES, at: str = ""
+) -> str | None:
+    """The first field of ``doc`` that is missing or of the wrong type, as words, or None.
+
+    A hand-edited manifest must fail here with one line, not later with an AttributeError or a
+    TypeError deep in the checks.
+    """
+    for key, want in types.items():
+        name = f"{at}{key}"
+        if key not in doc:
+            return f"{name} is missing"
+        value = doc[key]
+        expected = dict if isinstance(want, dict) else want
+        # bool is an int to Python, never to a manifest.
+        if not isinstance(value, expected) or isinstance(value, bool):
+            return f"{name} must be {_TYPE_NAMES[expected]}, not {json.dumps(value)[:40]}"
+        if isinstance(want, dict):
+            inner = field_problem(value, want, f"{name}.")
+            if inner:
+                return inner
+    return None
 
 
 @dataclass(frozen=True)
@@ -126,6 +165,18 @@ def load_manifest(engine: str | Path, onnx_dir: str | Path) -> dict[str, Any]:
         raise UserError(
             f"{manifest_path(engine)} is not a valid engine manifest "
             f"(missing {missing or 'schema'}); {fix}"
+        )
+    problem = field_problem(doc)
+    if problem is None and doc["precision"] not in ENGINE_PRECISIONS:
+        problem = f"precision must be one of {', '.join(ENGINE_PRECISIONS)}"
+    if problem is None:
+        try:
+            Profile(*(doc["profile"][k] for k in ("min", "opt", "max")))
+        except UserError as e:
+            problem = f"profile: {e}"
+    if problem:
+        raise UserError(
+            f"{manifest_path(engine)} is not a valid engine manifest ({problem}); {fix}"
         )
     return doc
 

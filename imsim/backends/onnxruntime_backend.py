@@ -1,4 +1,5 @@
-"""``onnxruntime``: an exported ONNX file (``M.onnx`` or ``M.fp16.onnx``) on ONNX Runtime.
+"""``onnxruntime``: an exported ONNX file (``M.onnx``, ``M.fp16.onnx`` or the QDQ ``M.int8.onnx``)
+on ONNX Runtime.
 
 Providers: the CPU provider by default, CUDA or TensorRT where onnxruntime-gpu is installed. The
 file's sidecar is checked first: the file must be unchanged since export and exported from the
@@ -6,7 +7,9 @@ very weights of the method it stands in for.
 
 Graph optimization level: FP16 graphs on the CPU provider use ``ORT_ENABLE_EXTENDED``, because
 onnxruntime 1.32 segfaults while creating a session for an FP16 ViT graph at ``ORT_ENABLE_ALL``
-(a crash no error handling can catch); everything else uses ``ORT_ENABLE_ALL``.
+(a crash no error handling can catch); everything else uses ``ORT_ENABLE_ALL``, which for a QDQ
+graph fuses each DequantizeLinear -> Conv/MatMul -> QuantizeLinear group into an integer kernel
+(QLinearConv, MatMulInteger...) where ONNX Runtime has one, and runs the rest in float.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def create_session(
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
 
     def __init__(
         self,
@@ -140,7 +143,9 @@ class OnnxRuntimeBackend(Backend):
     @classmethod
     def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> OnnxRuntimeBackend:
         if options.precision not in cls.precisions:
-            raise UserError(f"backend 'onnxruntime' runs fp32 or fp16, not {options.precision!r}")
+            raise UserError(
+                f"backend 'onnxruntime' runs fp32, fp16 or int8, not {options.precision!r}"
+            )
         path = onnx_path(options.onnx_dir, embedder.spec.name, options.precision)
         sidecar = checked_export(embedder, cls.name, path)
         return cls(

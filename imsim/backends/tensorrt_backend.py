@@ -1,11 +1,23 @@
 """``trt``: a serialized TensorRT engine (10.x or 11.x), run from torch-owned CUDA buffers.
 
 No pycuda: torch allocates the device buffers and owns the one CUDA stream the engine runs on.
-``prepare`` copies the images to the GPU; ``run_prepared`` binds them in place as the engine's
-input, sets the real input shape (``set_input_shape``), runs ``execute_async_v3`` on the stream
-and copies the output (allocated once for the profile's maximum batch) sliced to the real batch.
-Batches above the profile's maximum run in chunks. The engine's manifest is checked first (see
+``prepare`` copies the images to the GPU; ``run_prepared`` binds them as the engine's input, sets
+the real input shape (``set_input_shape``), runs ``execute_async_v3`` on the stream and copies the
+output (allocated once for the profile's maximum batch) sliced to the real batch. Batches above
+the profile's maximum run in chunks. The engine's manifest is checked first (see
 ``engine_manifest``).
+
+- Device: the runtime, the engine, its execution context, the stream and the buffers are all
+  made, and the engine runs, with ``--device`` current. "Each ICudaEngine object is bound to a
+  specific GPU when it is instantiated [...] Each IExecutionContext is bound to the same GPU as
+  the engine from which it was created. When calling execute() or enqueue(), ensure that the
+  thread is associated with the correct device" (TensorRT developer guide, FAQ "How do I use
+  TensorRT on multiple GPUs?").
+- Alignment: ``IExecutionContext::setTensorAddress`` requires at least 256-byte aligned
+  addresses (TensorRT C++ API reference). A chunk of a larger batch starts at
+  ``i * max_batch * h * w * 3`` bytes, which need not be a multiple of 256 (max batch 10 at
+  40x40: 48,000 bytes); such a chunk is copied into a preallocated input buffer instead of being
+  bound in place (``input_binding``). Every ``set_tensor_address`` result is checked.
 """
 
 from __future__ import annotations
@@ -26,8 +38,26 @@ from imsim.methods.base import Embedder
 
 NO_TENSORRT = (
     "TensorRT is not installed here; the trt backend and engines.build need TensorRT 10 or 11 "
-    "and an NVIDIA GPU (pip install 'imsim[trt]' with NVIDIA's package index reachable)"
+    "and an NVIDIA GPU (pip install 'imsim[trt]' for torch built for CUDA 13, 'imsim[trt-cu12]' "
+    "for CUDA 12, with NVIDIA's package index reachable)"
 )
+
+
+def tensorrt_wheels(torch_cuda: str | None) -> dict[str, str]:
+    """The TensorRT distributions installed here (``tensorrt-cu12``/``-cu13``, their versions),
+    and the one that matches ``torch_cuda`` (``torch.version.cuda``) under the key ``wanted``."""
+    from importlib import metadata
+
+    found = {}
+    for major in (11, 12, 13):
+        name = f"tensorrt-cu{major}"
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    if torch_cuda:
+        found["wanted"] = f"tensorrt-cu{torch_cuda.split('.')[0]}"
+    return found
 
 
 def require_tensorrt() -> ModuleType:
@@ -42,10 +72,25 @@ def require_tensorrt() -> ModuleType:
 
 
 def trt_major(version: str) -> int:
+    return trt_version(version)[0]
+
+
+def trt_version(version: str) -> tuple[int, int]:
+    """(major, minor) of a TensorRT version string such as ``10.12.0.36``."""
     try:
-        return int(version.split(".")[0])
+        parts = [int(p) for p in version.split(".")[:2]]
     except ValueError:
         raise UserError(f"cannot read the TensorRT version {version!r}") from None
+    return parts[0], parts[1] if len(parts) > 1 else 0
+
+
+TENSOR_ALIGNMENT = 256  # bytes; IExecutionContext::setTensorAddress's minimum
+
+
+def input_binding(address: int, alignment: int = TENSOR_ALIGNMENT) -> str:
+    """How a device input at ``address`` is given to the engine: ``in place`` when aligned as
+    TensorRT requires, else ``copy`` (into the backend's preallocated, aligned input buffer)."""
+    return "in place" if address % alignment == 0 else "copy"
 
 
 def gpu_identity(device: torch.device) -> tuple[str, str]:
@@ -63,7 +108,8 @@ def require_cuda(device: str) -> torch.device:
 
 class TensorRTBackend(Backend):
     name = "trt"
-    precisions = ("fp16", "fp32")
+    precisions = ("fp16", "fp32", "int8")
+    default_precision = "fp16"  # engines.build's default: the engine make engines builds
 
     def __init__(self, engine: str | Path, onnx_dir: str | Path, device: str = "cuda") -> None:
         trt = require_tensorrt()
@@ -83,12 +129,20 @@ class TensorRTBackend(Backend):
         self.torch_device = dev
         self.gpu = gpu
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        with torch.cuda.device(dev):
-            self.engine = self.runtime.deserialize_cuda_engine(self.engine_file.read_bytes())
+        with torch.cuda.device(dev):  # everything below is bound to this device (module doc)
+            self.runtime = trt.Runtime(self.logger)
+            self._load(trt, dev)
+
+    def _load(self, trt: ModuleType, dev: torch.device) -> None:
+        """Deserialize the engine, make its context and the buffers (``dev`` is current)."""
+        self.engine = self.runtime.deserialize_cuda_engine(self.engine_file.read_bytes())
         if self.engine is None:
             raise UserError(f"TensorRT could not load {self.engine_file}; rebuild it")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise UserError(
+                f"TensorRT could not create an execution context for {self.engine_file}"
+            )
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
@@ -106,28 +160,49 @@ class TensorRTBackend(Backend):
         self.input_size = (int(max_shape[1]), int(max_shape[2]))
         dim = int(self.engine.get_tensor_shape(self.output_name)[1])
         self.stream = torch.cuda.Stream(device=dev)
+        # torch's CUDA allocator hands out blocks aligned far beyond 256 bytes.
         self.out_buf = torch.empty((self.max_batch, dim), dtype=out_dtype, device=dev)
-        self.context.set_tensor_address(self.output_name, self.out_buf.data_ptr())
+        h, w = self.input_size
+        self.in_buf = torch.empty((self.max_batch, h, w, 3), dtype=torch.uint8, device=dev)
+        self._set_address(self.output_name, self.out_buf)
+
+    def _set_address(self, name: str, tensor: torch.Tensor) -> None:
+        if not self.context.set_tensor_address(name, tensor.data_ptr()):
+            raise RuntimeError(f"TensorRT refused the address of {name!r} ({tensor.data_ptr():#x})")
+
+    def bind_input(self, chunk: torch.Tensor) -> str:
+        """Bind a contiguous chunk (at most the maximum batch) as the engine's input: in place
+        when its address is aligned, else through the input buffer. Returns which."""
+        how = input_binding(chunk.data_ptr())
+        if how == "copy":
+            buf = self.in_buf[: len(chunk)]
+            buf.copy_(chunk, non_blocking=True)  # queued on the current (engine's) stream
+            chunk = buf
+        self._set_address(self.input_name, chunk)
+        return how
 
     @classmethod
     def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> TensorRTBackend:
         require_tensorrt()
         if options.precision not in cls.precisions:
-            raise UserError(f"backend 'trt' runs fp16 or fp32 engines, not {options.precision!r}")
+            raise UserError(
+                f"backend 'trt' runs fp16, fp32 or int8 engines, not {options.precision!r}"
+            )
         engine = engine_path(options.engine_dir, embedder.spec.name, options.precision)
         manifest = load_manifest(engine, options.onnx_dir)
         # The engine's source ONNX must come from this method's weights (the manifest ties the
         # engine to the ONNX bytes, the ONNX sidecar ties those to the weights).
         src = Path(options.onnx_dir) / manifest["onnx"]["file"]
         if src.name not in {
-            onnx_path(options.onnx_dir, embedder.spec.name, p).name for p in ("fp32", "fp16")
+            onnx_path(options.onnx_dir, embedder.spec.name, p).name
+            for p in ("fp32", "fp16", "int8")
         }:
             raise UserError(f"{engine} was built from {src.name}, not an export of this method")
         checked_export(embedder, "trt", src)
         return cls(engine, options.onnx_dir, options.device)
 
     def prepare(self, images: np.ndarray) -> torch.Tensor:
-        with torch.cuda.stream(self.stream):
+        with torch.cuda.device(self.torch_device), torch.cuda.stream(self.stream):
             x = torch.from_numpy(images).to(self.torch_device, non_blocking=False)
         self.stream.synchronize()
         return x
@@ -135,16 +210,18 @@ class TensorRTBackend(Backend):
     def run_prepared(self, x: torch.Tensor) -> torch.Tensor:
         """Run the engine on device images, in chunks of at most the profile's maximum batch.
 
-        Each chunk is read in place (its address is bound as the engine's input); the output is
-        copied out of the engine's buffer before the next chunk overwrites it.
+        Each chunk is read in place where aligned, else copied into the input buffer
+        (``bind_input``); the output is copied out of the engine's buffer before the next chunk
+        overwrites it.
         """
         h, w = self.input_size
         out = []
-        with torch.cuda.stream(self.stream):
+        with torch.cuda.device(self.torch_device), torch.cuda.stream(self.stream):
+            x = x.contiguous()  # a no-op for prepare's output; else a copy on this stream
             for i in range(0, len(x), self.max_batch):
                 chunk = x[i : i + self.max_batch]
                 b = len(chunk)
-                self.context.set_tensor_address(self.input_name, chunk.data_ptr())
+                self.bind_input(chunk)
                 if not self.context.set_input_shape(self.input_name, (b, h, w, 3)):
                     raise RuntimeError(f"TensorRT refused input shape {(b, h, w, 3)}")
                 if not self.context.execute_async_v3(self.stream.cuda_stream):
@@ -154,7 +231,7 @@ class TensorRTBackend(Backend):
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def fetch(self, y: torch.Tensor) -> np.ndarray:
-        with torch.cuda.stream(self.stream):
+        with torch.cuda.device(self.torch_device), torch.cuda.stream(self.stream):
             res = y.cpu()  # waits for the stream
         return res.numpy()
 

@@ -100,8 +100,11 @@ class ClipPreprocess(torch.nn.Module):
     """uint8 (N, H, W, 3) RGB -> float32 (N, 3, size, size), normalized as the model declares.
 
     ``cfg`` is the model's open_clip preprocess config (``model.visual.preprocess_cfg``). The
-    resampling matrices depend only on the input size; they are built on first use of a size
-    and are constants in a traced or exported graph.
+    resampling matrices depend only on the input size; they are built on first use of a size.
+    They are constants in a traced or exported graph only if that first use happens before
+    tracing starts: traced cold, the graph would rebuild them on every run (NonZero, ScatterND
+    and Slice on DOUBLE tensors). ``export.graph.export_onnx`` therefore runs the module once
+    first; anything else that traces it must do the same.
     """
 
     def __init__(self, cfg: dict) -> None:

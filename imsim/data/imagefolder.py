@@ -1,27 +1,33 @@
 """``imagefolder:PATH``: a ``{train,test}/<class>/<image>`` tree, as a folder or inside a zip.
 
-Images are decoded with Pillow, converted to RGB (grayscale, palette and RGBA alike) and resized
-to a common size. Files that cannot be decoded are skipped and each one is reported by name; a
+Images are decoded under the one policy of ``imsim.data.images`` (EXIF orientation applied,
+16-bit scaled to 8, RGB, alpha on black, decompression-bomb limit) and resized to a common size.
+Files that cannot be decoded or are too large are skipped and each one is reported by name; a
 class left without images is an error.
 """
 
 from __future__ import annotations
 
-import io
 import sys
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from imsim.data.images import ImageError, decode_image
 from imsim.data.types import ClassSplit, Dataset, Split
 from imsim.errors import UserError
 
+__all__ = ["EXTENSIONS", "decode_image", "load_imagefolder"]
+
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 SPLITS = ("train", "test")
+# What reading one file of a folder or zip can raise: I/O errors, a bad CRC or deflate stream,
+# an encrypted or unsupported zip member.
+READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError)
 
 
 class _Tree:
@@ -75,29 +81,16 @@ def _listing(tree: _Tree) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def decode_image(data: bytes, size: int) -> np.ndarray:
-    """Bytes of any Pillow-readable image -> uint8 (size, size, 3) RGB."""
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            # Composite on black rather than keeping the undefined color under transparent pixels.
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
-            im = Image.alpha_composite(bg, im)
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BICUBIC)
-        return np.asarray(im, dtype=np.uint8)
-
-
 def _iter_decoded(
     tree: _Tree, files: list[str], size: int, desc: str
 ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     for rel in tqdm(files, desc=desc, unit="img", leave=False, mininterval=1.0):
         try:
-            yield rel, decode_image(tree.read(rel), size), None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            yield rel, None, f"{type(e).__name__}: {e}"
+            yield rel, decode_image(tree.read(rel), size, name=rel), None
+        except ImageError as e:  # the one decoding policy: undecodable or too large, by name
+            yield rel, None, e.reason
+        except READ_ERRORS as e:  # the file itself could not be read (folder or zip member)
+            yield rel, None, f"cannot be read ({type(e).__name__}: {e})"
 
 
 def _load_split(
@@ -113,7 +106,7 @@ def _load_split(
     images, labels, paths = [], [], []
     for rel, img, err in _iter_decoded(tree, files, size, f"decode {split}"):
         if img is None:
-            print(f"warning: skipping unreadable image {tree.path}:{rel} ({err})", file=sys.stderr)
+            print(f"warning: skipping {tree.path}:{rel}: {err}", file=sys.stderr)
             skipped.append(rel)
             continue
         images.append(img)
@@ -135,6 +128,8 @@ def load_imagefolder(
     path: str | Path, unseen: list[str] | None = None, image_size: int = 32
 ) -> Dataset:
     """Load a {train,test}/<class>/ tree (folder or zip); returns a Dataset with lazy train."""
+    if image_size < 1:
+        raise UserError(f"the image size must be at least 1 pixel, got {image_size}")
     tree = _Tree(Path(path))
     listing = _listing(tree)
     if not listing["test"]:

@@ -61,7 +61,9 @@ class ViTCifar(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, tokens, width)
-        cls = self.cls_token.expand(len(t), -1, -1).to(t.dtype)
+        # t.shape[0], not len(t): ONNX tracing records a tensor's shape but turns len() into a
+        # constant, which fixed the exported graph's batch size to the trace's.
+        cls = self.cls_token.expand(t.shape[0], -1, -1).to(t.dtype)
         t = torch.cat([cls, t], dim=1) + self.pos_embed.to(t.dtype)
         t = self.encoder(t)
         return self.head(self.norm(t[:, 0]))

@@ -23,6 +23,7 @@ def episode_accuracies(
     queries: int = 15,
     episodes: int = 1000,
     seed: int = 0,
+    class_names: list[str] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Top-1 accuracy of each episode, and the ways used (capped at the unseen class count).
 
@@ -35,9 +36,14 @@ def episode_accuracies(
     if ways < 2:
         raise UserError("episodes need at least 2 unseen classes")
     pools = {c: np.flatnonzero(labels == c) for c in classes}
-    short = [int(c) for c, p in pools.items() if len(p) < shots + queries]
+    short = [c for c, p in pools.items() if len(p) < shots + queries]
     if short:
-        raise UserError(f"classes {short} have fewer than shots+queries={shots + queries} images")
+        names = [class_names[c] if class_names else str(int(c)) for c in short]
+        have = min(len(pools[c]) for c in short)
+        raise UserError(
+            f"classes {', '.join(names)} have {have} test images, fewer than --shots + --queries "
+            f"= {shots + queries}; lower --shots or --queries"
+        )
     rng = np.random.default_rng(seed)
     accs = np.empty(episodes)
     for e in range(episodes):
@@ -60,8 +66,11 @@ def evaluate(
     queries: int = 15,
     episodes: int = 1000,
     seed: int = 0,
+    class_names: list[str] | None = None,
 ) -> list[dict]:
-    accs, ways = episode_accuracies(scorer, labels, unseen, ways, shots, queries, episodes, seed)
+    accs, ways = episode_accuracies(
+        scorer, labels, unseen, ways, shots, queries, episodes, seed, class_names
+    )
     ci = 1.96 * accs.std(ddof=1) / np.sqrt(episodes) if episodes > 1 else float("nan")
     return [
         record(

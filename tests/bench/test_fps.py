@@ -272,3 +272,20 @@ def test_fp16_peak_on_a_cpu_without_fp16_math_is_the_fp32_rate():
         peak = fps.measure_peak("cpu", "fp16", n=64, iters=2)
         assert peak["dtype"] == "float32" and "fp16 is emulated" in peak["note"]
         assert fps.measure_peak("cpu", "bf16", n=64, iters=2)["dtype"] == "bfloat16"
+
+
+def test_trt_needs_no_precision_to_find_the_engine_make_engines_builds():
+    from engines.build import build_parser as engines_parser
+    from imsim.backends import backend_class, options_from_args
+    from imsim.cli import preflight
+
+    args = fps.build_parser().parse_args(["--backend", "trt", "--method", "pixels"])
+    assert args.precision is None
+    preflight(args)  # each backend owns its default precision
+    built = engines_parser().parse_args([]).precision
+    assert args.precision == built == backend_class("trt").default_precision == "fp16"
+    assert options_from_args(args).precision == "fp16"
+    ort = fps.build_parser().parse_args(["--backend", "onnxruntime", "--method", "pixels"])
+    assert options_from_args(ort).precision == "fp32"  # resolved even without preflight
+    preflight(ort)
+    assert ort.precision == "fp32"

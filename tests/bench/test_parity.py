@@ -147,3 +147,32 @@ def test_cli_refusals_are_one_line(tmp_path):
         with pytest.raises(UserError, match="TensorRT is not installed"):
             main(["--method", "pixels", "--backend", "trt", "--precision", "fp16", *out])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_cli_judges_int8_with_int8_tolerances(tmp_path, monkeypatch):
+    from tests.export import tiny
+
+    tiny.register(monkeypatch)
+    monkeypatch.setattr(bench.parity, "load_data_from_args", lambda args: tiny.dataset())
+    onnx_dir = tmp_path / "onnx"
+    argv = ["--method", "test-convnet", "--out", str(onnx_dir), "--check-images", "4"]
+    assert export_main([*argv, "--precision", "int8", "--calibration-images", "32"]) == 0
+    for backend in ("onnxruntime", "openvino"):
+        if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+            continue
+        out = tmp_path / f"{backend}.json"
+        args = ["--method", "test-convnet", "--backend", backend, "--precision", "int8"]
+        args += ["--onnx-dir", str(onnx_dir), "--episodes", "50", "--out", str(out)]
+        rc = main(args)
+        doc = json.loads(out.read_text())
+        # OpenVINO may fail on a CPU without VNNI (8-bit weights saturate there, export.int8).
+        assert rc == (0 if doc["passed"] else 1) and (doc["passed"] or backend == "openvino")
+        assert doc["backend"]["precision"] == "int8"
+        assert doc["backend"]["onnx"].endswith("test-convnet.int8.onnx")
+        assert doc["tolerances"]["cos_min"] == 0.99 and doc["tolerances"]["cos_mean"] == 0.999
+        by = {r["metric"]: r for r in doc["results"]}
+        # int8's tie margin: 8 bits, as bf16 (imsim.parity.UNIT_ROUNDOFF)
+        u = 2.0**-8
+        assert by["top1_agreement_tie_aware"]["tie_margin"] == pytest.approx(2 * (2 * u + u * u))
+        assert 0.95 <= by["cosine_min"]["value"] < 1.0
+        assert doc["dataset"]["n_images"] == 2 * 30  # the unseen classes' test images

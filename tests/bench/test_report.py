@@ -164,3 +164,34 @@ def test_methods_are_named_with_their_network(tmp_path):
     assert report.model_label({"arch": {"name": "autoencoder"}, "recipe": "default"}) == (
         "autoencoder"
     )
+
+
+def test_unusable_files_are_named_with_the_reason(tmp_path, capsys):
+    """Corrupt JSON and results documents with missing fields are skipped by name, in the report
+    and on stderr, instead of silently (or with a KeyError traceback)."""
+    r = tmp_path / "results"
+    _accuracy(r / "acc.json", "net", 0.42)
+    (r / "cut.json").write_text('{"kind": "fps", "results": [')
+    _fps(r / "fps" / "no-speed.json", "net", TORCH_REF, [(1, 10.0)])
+    doc = json.loads((r / "fps" / "no-speed.json").read_text())
+    del doc["results"][0]["images_per_s"]
+    (r / "fps" / "no-speed.json").write_text(json.dumps(doc))
+    _parity(r / "parity" / "p.json", "net", ORT, True)
+    doc = json.loads((r / "parity" / "p.json").read_text())
+    doc["results"] = "all good"
+    (r / "parity" / "p.json").write_text(json.dumps(doc))
+    (r / "training.json").write_text(json.dumps({"schema": "x", "kind": "training"}))
+    (r / "binary.json").write_bytes(b"\xff\xfe\x00")
+    text = report.build_report(r, {}, None)
+    err = capsys.readouterr().err
+    expected = {
+        "cut.json": "not valid JSON",
+        "binary.json": "not valid JSON",
+        "fps/no-speed.json": "a results file of kind fps, but results[0] has status ok without",
+        "parity/p.json": "a results file of kind parity, but it has no results list",
+    }
+    for name, reason in expected.items():
+        assert f"warning: {r / name}: skipped, {reason}" in err
+        assert f"- `{r / name}`: skipped, {reason}" in text
+    assert "1 results files of kinds not reported here: training (1)" in text
+    assert "| net | 42.00 ± 0.40 |" in text  # the good file is still reported

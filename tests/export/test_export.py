@@ -7,7 +7,7 @@ import torch
 
 from export.__main__ import main
 from export.fp16 import normalization_tail
-from imsim.artifacts import module_sha256, sha256_file
+from imsim.artifacts import module_sha256, onnx_path, sha256_file
 from imsim.backends.onnxruntime_backend import OnnxRuntimeBackend
 from imsim.errors import UserError
 from imsim.methods import create_method, list_methods, registry
@@ -53,6 +53,11 @@ def test_export_round_trips_through_onnxruntime(method, tmp_path, registered):
             assert t["abs_max"] < 1e-4
         else:
             assert "LayerNormalization" in side["fp16"]["fp32_op_types"]
+            # The preprocessing module (``pre``) and the input cast stay FP32.
+            assert side["fp16"]["fp32_preprocessing"]["scopes"] == (
+                ["/module/pre/"] if method != "pixels" else []
+            )
+            assert "/Cast" in side["fp16"]["fp32_preprocessing"]["nodes"]
 
 
 def test_fp16_graph_keeps_sensitive_ops_and_io_in_fp32(tmp_path, registered):
@@ -66,8 +71,10 @@ def test_fp16_graph_keeps_sensitive_ops_and_io_in_fp32(tmp_path, registered):
     ops = {n.op_type for n in model.graph.node}
     assert {"LayerNormalization", "Softmax", "MatMul"} <= ops
     for node in model.graph.node:
-        if node.op_type in ("LayerNormalization", "Softmax", "ReduceL2", "Erf"):
+        if node.op_type in ("LayerNormalization", "Softmax", "ReduceL2"):
             assert types[node.output[0]] == f32, node.op_type
+        if node.op_type == "Erf":  # the GELU runs in FP16, like PyTorch autocast (export.fp16)
+            assert types[node.output[0]] == f16, node.op_type
     # The network itself did go to FP16: its matrix products run in half precision.
     matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")]
     assert matmuls and all(types[n.output[0]] == f16 for n in matmuls)
@@ -153,7 +160,7 @@ def test_every_registered_network_exports(name, tmp_path):
     x = nets.images(5, seed=9)
     ref = method.embed(x)
     for p, tol in (("fp32", FP32_TOLERANCES), ("fp16", LOW_PRECISION_TOLERANCES)):
-        f = tmp_path / (f"{name}.onnx" if p == "fp32" else f"{name}.fp16.onnx")
+        f = onnx_path(tmp_path, method.spec.name, p)  # e.g. clip[random-weights].onnx
         t = tensor_metrics(ref, OnnxRuntimeBackend(f, p).embed(x))
         assert t["cosine_min"] >= tol.cos_min, (p, t)
 

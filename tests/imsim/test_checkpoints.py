@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from imsim.checkpoints import FORMAT, checkpoint_paths, load_checkpoint, load_state, save_checkpoint
+from imsim.checkpoints import (
+    FORMAT,
+    checkpoint_paths,
+    config_sha256,
+    load_checkpoint,
+    load_state,
+    save_checkpoint,
+)
 from imsim.errors import UserError
 
 
@@ -55,7 +62,7 @@ def test_weights_of_another_run_are_refused(tmp_path: Path) -> None:
 def test_wrong_method_is_refused_with_the_right_command(tmp_path: Path) -> None:
     w = _save(tmp_path, "contrastive")
     with pytest.raises(
-        UserError, match=r"is a .contrastive. checkpoint; use --methods contrastive:"
+        UserError, match=r"a .contrastive. checkpoint, not a .triplet. one; name it as contrastive:"
     ):
         load_checkpoint(w, method="triplet")
 
@@ -82,7 +89,8 @@ def test_a_pickle_renamed_to_safetensors_is_not_unpickled(tmp_path: Path) -> Non
     import hashlib
 
     sha = hashlib.sha256(w.read_bytes()).hexdigest()
-    cfg.write_text(json.dumps({"format": FORMAT, "method": "triplet", "weights_sha256": sha}))
+    doc = {"format": FORMAT, "method": "triplet", "weights_sha256": sha}
+    cfg.write_text(json.dumps({**doc, "config_sha256": config_sha256(doc)}))
     with pytest.raises(UserError, match="not a readable safetensors file"):
         load_checkpoint(w)
 
@@ -106,3 +114,63 @@ def test_state_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not fit the architecture") as e:
         load_state(net, {"weight": torch.zeros(5, 3), "bias": torch.zeros(2)}, "x.safetensors")
     assert "\n" not in str(e.value)
+
+
+def _model_config(std: list[float]) -> dict:
+    return {
+        "kind": "model",
+        "method": "triplet",
+        "preprocess": {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": std},
+    }
+
+
+def test_the_config_hash_covers_every_field(tmp_path: Path) -> None:
+    w = save_checkpoint(tmp_path / "triplet", {"a": torch.zeros(2)}, _model_config([0.2] * 3))
+    cfg = w.with_suffix(".json")
+    doc = json.loads(cfg.read_text())
+    assert doc["config_sha256"] == config_sha256(doc)
+    cfg.write_text(json.dumps(doc))  # another layout of the same content still loads
+    load_checkpoint(w, method="triplet")
+    for key, value in (("epoch", 99), ("split", {"train": []}), ("weights_file", "x")):
+        cfg.write_text(json.dumps({**doc, key: value}))
+        with pytest.raises(UserError, match="changed after it was written"):
+            load_checkpoint(w)
+    del doc["config_sha256"]
+    cfg.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="has no config_sha256"):
+        load_checkpoint(w)
+
+
+@pytest.mark.parametrize(
+    ("std", "message"),
+    [
+        ([0.0, 0.2, 0.2], "std must be > 0"),
+        ([-0.1, 0.2, 0.2], "std must be > 0"),
+        ([0.2, 0.2], "3 finite numbers"),
+        ([0.2, 0.2, float("nan")], "3 finite numbers"),
+        ([0.2, 0.2, "x"], "3 finite numbers"),
+    ],
+)
+def test_unusable_preprocessing_is_refused_even_with_a_valid_hash(
+    tmp_path: Path, std: list, message: str
+) -> None:
+    w = save_checkpoint(tmp_path / "triplet", {"a": torch.zeros(2)}, _model_config(std))
+    with pytest.raises(UserError, match=message) as e:
+        load_checkpoint(w, method="triplet")
+    assert "\n" not in str(e.value)
+
+
+def test_committed_checkpoints_still_load() -> None:
+    root = Path(__file__).resolve().parents[2] / "checkpoints"
+    configs = [
+        root / run / f"{method}.json"
+        for run, methods in (
+            ("shapes", ("triplet", "contrastive", "autoencoder")),
+            ("cifar10", ("triplet", "contrastive", "autoencoder")),
+            ("shapes-seed", ("contrastive",)),
+        )
+        for method in methods
+    ]
+    for p in configs:
+        tensors, cfg = load_checkpoint(p)
+        assert tensors and cfg["config_sha256"] == config_sha256(cfg)

@@ -12,7 +12,7 @@ from bench.setups import CPU_SETUPS, default_setups
 from bench.setups import main as setups_main
 from imsim import hardware
 from imsim.backends import BackendOptions, create_backend
-from imsim.hardware import capabilities, forced
+from imsim.hardware import Capabilities, capabilities, forced
 from imsim.methods import create_method
 from imsim.results import environment
 from tests import nets
@@ -48,9 +48,30 @@ def test_native_precisions_and_labels(caps, native):
     assert d["native"] == native and d["kind"] == caps.kind and d["name"] == caps.name
     # Each kind records only its own fields.
     assert ("isa" in d) == (caps.kind == "cpu") and ("cuda_bf16" in d) == (caps.kind == "cuda")
-    assert caps.native("int8") == (caps.vnni if caps.kind == "cpu" else caps.fp16_tensor_cores)
     with pytest.raises(ValueError, match="unknown precision"):
         caps.native("fp8")
+
+
+@pytest.mark.parametrize(
+    ("caps", "int8"),
+    [
+        (XEON_AMX, True),  # VNNI
+        (ZEN5, True),  # VNNI
+        (ZEN3, True),  # AVX2's 8-bit multiply-add, no VNNI
+        (SKYLAKE, True),  # AVX-512 without VNNI: the same multiply-add, wider
+        (Capabilities(kind="cpu", name="old x86", isa="DEFAULT"), False),
+        (Capabilities(kind="cpu", name="unprobed"), False),
+        (A100, True),
+        (T4, True),
+        (Capabilities(kind="cuda", name="GTX 1080", compute_capability=(6, 1)), True),  # DP4A
+        (P100, False),  # compute capability 6.0: no DP4A
+    ],
+)
+def test_native_int8(caps, int8):
+    assert caps.native("int8") is int8
+    assert caps.label("int8") == ("int8" if int8 else "int8 (emulated)")
+    # int8 is not one of the float precisions a sweep or a result's "native" list names.
+    assert "int8" not in caps.native_precisions()
 
 
 @pytest.mark.parametrize(
@@ -122,6 +143,9 @@ def test_peak_of_an_emulated_precision_is_the_fp32_rate():
         assert fps.measure_peak("cpu", "fp16", n=64, iters=2)["dtype"] == "float32"
     with forced(XEON_AMX):
         assert fps.measure_peak("cpu", "fp16", n=64, iters=2)["dtype"] == "float16"
+        # int8 (native here) has no peak of its own: runs are compared with the fp32 rate.
+        peak = fps.measure_peak("cpu", "int8", n=64, iters=2)
+        assert peak["dtype"] == "float32" and "int8 runs are compared with the fp32" in peak["note"]
 
 
 def test_backends_label_an_emulated_precision_and_warn_once(registered, capsys):

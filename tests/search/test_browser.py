@@ -1,4 +1,5 @@
-"""The web page in a real headless Chromium: upload an image, pick one, read the results.
+"""The web page in a real headless Chromium: upload, drop or paste an image, pick one, read the
+results; an empty drop zone before any query, and no text controls for image-only methods.
 
 Needs Playwright's Python package and a Chromium binary (Debian: ``apt-get install chromium``;
 another one via ``CHROMIUM=/path``); skipped when either is absent. With
@@ -7,6 +8,7 @@ another one via ``CHROMIUM=/path``); skipped when either is absent. With
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -46,6 +48,18 @@ def _chromium() -> str:
     return path
 
 
+# Drop (on the drop zone) or paste (on the page) a PNG given as base64, as a user would.
+GIVE_FILE = """([how, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const dt = new DataTransfer();
+  dt.items.add(new File([bytes], "query.png", {type: "image/png"}));
+  const event = how === "drop"
+    ? new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true})
+    : new ClipboardEvent("paste", {clipboardData: dt, bubbles: true, cancelable: true});
+  (how === "drop" ? document.querySelector("#drop") : document).dispatchEvent(event);
+}"""
+
+
 def test_upload_and_pick_in_the_page(shapes_folder: Path, tmp_path: Path) -> None:
     chromium = _chromium()
     build_index(
@@ -65,7 +79,9 @@ def test_upload_and_pick_in_the_page(shapes_folder: Path, tmp_path: Path) -> Non
             page.goto(url, timeout=15_000)
             page.wait_for_selector("body[data-ready='1']", timeout=15_000)
             assert "60 images indexed with pixels" in page.inner_text("#info")
-            assert page.is_disabled("#text")  # pixels has no text encoder
+            # before any query: an empty drop zone, not a broken image with its alt text
+            assert page.is_hidden("#query-preview") and page.is_visible("#drop-hint")
+            assert page.is_hidden("#text") and page.is_hidden("#weight")  # no text encoder
 
             # upload a gallery file: it comes back first with score 1, then its neighbours
             page.set_input_files("#file", str(query))
@@ -98,8 +114,21 @@ def test_upload_and_pick_in_the_page(shapes_folder: Path, tmp_path: Path) -> Non
             assert "error 400" in page.inner_text("#status")
             assert "corrupt" in page.inner_text("#status")
 
+            # drop a gallery file on the drop zone, then paste another: each is the query
+            for how, n in (("drop", 30), ("paste", 40)):
+                path = sorted(shapes_folder.rglob("*.png"))[n]
+                row = searcher.index.position(path.relative_to(shapes_folder).as_posix())
+                page.evaluate(GIVE_FILE, [how, base64.b64encode(path.read_bytes()).decode()])
+                assert page.is_visible("#query-preview") and page.is_hidden("#drop-hint")
+                page.click("#go")
+                page.wait_for_function(
+                    f"document.querySelector('#results .card')?.dataset.row === '{row}'"
+                )
+                assert "uploaded image" in page.inner_text("#status")
+
             # pick a gallery image instead: it is its own best match
             page.click("#clear")
+            assert page.is_hidden("#query-preview") and page.is_visible("#drop-hint")
             pick = page.query_selector("#picks img")
             row = int(pick.get_attribute("data-row"))
             pick.click()
@@ -108,5 +137,30 @@ def test_upload_and_pick_in_the_page(shapes_folder: Path, tmp_path: Path) -> Non
                 "document.querySelector('#status').textContent.includes('gallery image')"
             )
             assert page.query_selector("#results .card").get_attribute("data-row") == str(row)
+        finally:
+            browser.close()
+
+
+def test_text_controls_show_for_a_text_method(tmp_path: Path, color_words: type) -> None:
+    chromium = _chromium()
+    from tests.search.helpers import save_png, solid
+
+    for name, rgb in {"red": (250, 0, 0), "blue": (0, 0, 250)}.items():
+        save_png(tmp_path / "g" / name / "0.png", solid(rgb))
+    build_index(
+        open_gallery(str(tmp_path / "g")), tmp_path / "ix", color_words(), "color-words", {}
+    )
+    with serving(create_app(Searcher(load_index(tmp_path / "ix")))) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url, timeout=15_000)
+            page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+            assert page.is_visible("#text") and page.is_enabled("#text")
+            assert page.is_visible("#weight") and page.is_hidden("#query-preview")
+            page.fill("#text", "blue")
+            page.click("#go")
+            page.wait_for_selector("#results .card")
+            assert page.inner_text("#results .card .label") == "blue"
         finally:
             browser.close()

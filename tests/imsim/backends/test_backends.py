@@ -105,7 +105,7 @@ def test_onnxruntime_matches_and_checks_input_size(exported, registered):
     assert b.describe()["provider"] == "CPUExecutionProvider"
     with pytest.raises(UserError, match="built for 32x32 images, got 40x40"):
         b.embed(nets.images(2, size=40))
-    with pytest.raises(UserError, match="runs fp32 or fp16, not 'bf16'"):
+    with pytest.raises(UserError, match="runs fp32, fp16 or int8, not 'bf16'"):
         create_backend("onnxruntime", method, BackendOptions(precision="bf16", onnx_dir="x"))
 
 
@@ -221,5 +221,75 @@ def test_openvino_runs_the_fp32_export_in_fp32_and_bf16(exported, registered):
         from imsim.backends.openvino_backend import OpenVinoBackend
 
         OpenVinoBackend(exported / "test-convnet.fp16.onnx", "bf16")
-    with pytest.raises(UserError, match="runs fp32 or bf16, not 'fp16'"):
+    with pytest.raises(UserError, match="runs fp32, bf16 or int8, not 'fp16'"):
         create_backend("openvino", method, BackendOptions(precision="fp16", onnx_dir="x"))
+
+
+@pytest.fixture(scope="module")
+def exported_int8(tmp_path_factory):
+    """test-convnet exported in fp32 and int8 (QDQ), calibrated on the tiny dataset."""
+    from tests.export import tiny
+
+    mp = pytest.MonkeyPatch()
+    tiny.register(mp)
+    out = tmp_path_factory.mktemp("onnx8")
+    argv = ["--method", "test-convnet", "--out", str(out), "--check-images", "8"]
+    assert export_main([*argv, "--precision", "int8", "--calibration-images", "64"]) == 0
+    mp.undo()
+    return out
+
+
+def test_onnxruntime_runs_the_int8_graph(exported_int8, registered):
+    from tests.machines import ZEN3
+
+    method = create_method("test-convnet")
+    x = nets.images(6, seed=3)
+    opts = BackendOptions(precision="int8", onnx_dir=str(exported_int8))
+    with forced(ZEN3):  # AVX2's 8-bit multiply-add: native, no warning
+        b = create_backend("onnxruntime", method, opts)
+        assert b.precision_tags() == {"precision_label": "int8", "precision_native": True}
+    d = b.describe()
+    assert d["onnx"].endswith("test-convnet.int8.onnx") and d["graph_optimization"] == "all"
+    t = tensor_metrics(method.embed(x), b.embed(x))
+    assert 0.99 <= t["cosine_min"] < 1.0 and t["abs_max"] > 1e-5  # INT8 ran, and is close
+    old = capabilities("cpu").__class__(kind="cpu", name="pre-AVX2 x86", isa="DEFAULT")
+    with forced(old):
+        assert b.precision_tags()["precision_label"] == "int8 (emulated)"
+    with pytest.raises(UserError, match="holds a fp32 graph, not int8"):
+        OnnxRuntimeBackend(exported_int8 / "test-convnet.onnx", "int8")
+
+
+def test_openvino_runs_the_int8_graph_and_says_what_ran(exported_int8, registered, capsys):
+    pytest.importorskip("openvino")
+    from imsim.backends.openvino_backend import OpenVinoBackend, warn_saturation
+    from tests.machines import ZEN3
+
+    method = create_method("test-convnet")
+    x = nets.images(6, seed=3)
+    opts = BackendOptions(precision="int8", onnx_dir=str(exported_int8), threads=1)
+    with forced(ZEN3):  # 8-bit weights on a CPU without VNNI: one warning, with the fix
+        b = create_backend("openvino", method, opts)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "no VNNI" in line and "--weight-bits 7" in line
+    with forced(ZEN5):  # VNNI: no saturation, no warning
+        assert not warn_saturation(b.path, 8)
+    with forced(ZEN3):  # 7-bit weights: nothing to warn about
+        assert not warn_saturation(b.path, 7)
+    assert capsys.readouterr().err == ""
+    assert b.describe()["int8_weight_bits"] == 8
+    # OpenVINO reports each matrix layer's runtime precision: the convolutions run in 8 bits.
+    assert b.matrix_layers.get("int8", 0) >= 3 and sum(b.matrix_layers.values()) == 4
+    assert b.describe()["matrix_layers"] == b.matrix_layers
+    assert b.precision_tags()["precision_label"] == capabilities("cpu").label("int8")
+    t = tensor_metrics(method.embed(x), b.embed(x))
+    assert 0.95 <= t["cosine_min"] < 1.0  # 8 bits ran (0.96 on an AVX2-only CPU: saturation)
+    fp32 = OpenVinoBackend(exported_int8 / "test-convnet.onnx", "fp32")
+    assert fp32.matrix_layers == {"fp32": 4}
+    # A run where no matrix layer ran in 8 bits says so.
+    fp32.precision = "int8"
+    tags = fp32.precision_tags()
+    assert tags == {"precision_label": "int8 (ran as fp32)", "precision_native": False}
+    with pytest.raises(UserError, match=r"not the INT8 export OpenVINO compiles; use M\.int8"):
+        OpenVinoBackend(exported_int8 / "test-convnet.onnx", "int8")
+    with pytest.raises(UserError, match="not the FP32 export"):
+        OpenVinoBackend(exported_int8 / "test-convnet.int8.onnx", "fp32")

@@ -11,6 +11,7 @@ from imsim.backends.engine_manifest import (
     load_manifest,
     make_manifest,
     manifest_path,
+    rebuild_command,
 )
 from imsim.backends.tensorrt_backend import NO_TENSORRT, require_tensorrt
 from imsim.errors import UserError
@@ -128,3 +129,31 @@ def test_no_tensorrt_is_one_clear_error():
     with pytest.raises(UserError) as e:
         require_tensorrt()
     assert str(e.value) == NO_TENSORRT and "\n" not in NO_TENSORRT
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(gpu="NVIDIA H100"), r"gpu must be an object, not \"NVIDIA H100\""),
+        (lambda d: d["profile"].update(max="256"), r"profile.max must be an integer, not \"256\""),
+        (lambda d: d.update(embedding_size=True), "embedding_size must be an integer, not true"),
+        (lambda d: d["onnx"].update(file=3), "onnx.file must be a string, not 3"),
+        (lambda d: d["onnx"].pop("sha256"), "onnx.sha256 is missing"),
+        (lambda d: d.update(tensorrt_version=10.9), "tensorrt_version must be a string"),
+        (lambda d: d.update(precision="int4"), "precision must be one of fp16, fp32, int8"),
+        (lambda d: d["profile"].update(min=300), "profile: optimization profile needs min <= opt"),
+        (lambda d: d["input"].update(shape="batch,32,32,3"), "input.shape must be a list"),
+    ],
+)
+def test_hand_edited_manifest_with_a_wrong_type_is_one_line(built, edit, message):
+    """A field of the wrong type fails when the manifest is loaded, with one line naming the
+    field, instead of an AttributeError or TypeError later in the checks."""
+    engine, onnx_dir = built
+    doc = json.loads(manifest_path(engine).read_text())
+    edit(doc)
+    manifest_path(engine).write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=message) as e:
+        load_manifest(engine, onnx_dir)
+    text = str(e.value)
+    assert "\n" not in text and "not a valid engine manifest" in text
+    assert text.endswith(f"rebuild it: {rebuild_command('m', 'fp16', engine, onnx_dir)}")

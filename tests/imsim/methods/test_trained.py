@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import accuracy
-from imsim.checkpoints import save_checkpoint
+from imsim.checkpoints import config_sha256, save_checkpoint
 from imsim.errors import UserError
 from imsim.methods import create_method, parse_methods
 from imsim.models import CIFAR_MEAN, CIFAR_STD, build_network
@@ -56,6 +56,7 @@ def test_checkpoint_with_wrong_architecture_is_refused(tmp_path: Path) -> None:
     cfg_path = w.with_suffix(".json")
     cfg = json.loads(cfg_path.read_text())
     cfg["arch"]["depth"] = 32
+    cfg["config_sha256"] = config_sha256(cfg)  # a consistent config, for the wrong weights
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="does not fit the architecture"):
         create_method(f"triplet:{w}")

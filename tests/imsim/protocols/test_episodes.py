@@ -63,3 +63,10 @@ def test_not_enough_images():
     labels = np.repeat(np.arange(3), 10)
     with pytest.raises(UserError, match="fewer than"):
         episodes.evaluate(Scorer(np.eye(30)), labels, (0, 1, 2), "m")
+
+
+def test_too_few_images_names_the_classes():
+    labels = np.repeat(np.arange(3), 10)
+    names = ["cat", "dog", "ship"]
+    with pytest.raises(UserError, match=r"classes cat, dog, ship have 10 test images.*--shots"):
+        episodes.evaluate(Scorer(np.eye(30)), labels, (0, 1, 2), "m", class_names=names)

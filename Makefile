@@ -28,7 +28,7 @@ venv: $(STAMP)
 ## run of the Siamese triplet network, then every method that can run here, on unseen classes.
 quickstart: venv
 	$(BIN)/python -m train --method triplet --data shapes --depth 20 --epochs 1 \
-		--samples-per-epoch 5120 --out results/quickstart
+		--samples-per-epoch 5120 --out results/quickstart --overwrite
 	$(BIN)/python -m bench.accuracy --data shapes \
 		--methods all,triplet:results/quickstart/triplet.safetensors \
 		--protocol seed,episodes,retrieval --out results/quickstart/accuracy.json

@@ -42,6 +42,16 @@ def test_map_at_r_partial_credit():
     assert m["map@r"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)
 
 
+def _pml_reference(f: np.ndarray, labels: np.ndarray) -> dict:
+    """pytorch-metric-learning's precision@1 and mAP@R of a pool querying itself (cosine)."""
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "mean_average_precision_at_r"),
+        knn_func=CustomKNN(CosineSimilarity()),
+    )
+    t = torch.from_numpy(f)
+    return calc.get_accuracy(t, torch.from_numpy(labels), ref_includes_query=True)
+
+
 def test_matches_pytorch_metric_learning():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(6), 20)
@@ -49,12 +59,7 @@ def test_matches_pytorch_metric_learning():
     f = centers[labels] + 1.5 * rng.standard_normal((len(labels), 16))
     f = (f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32)
     ours = retrieval_metrics(f @ f.T, labels)
-    calc = AccuracyCalculator(
-        include=("precision_at_1", "mean_average_precision_at_r"),
-        knn_func=CustomKNN(CosineSimilarity()),
-    )
-    t = torch.from_numpy(f)
-    ref = calc.get_accuracy(t, torch.from_numpy(labels), ref_includes_query=True)
+    ref = _pml_reference(f, labels)
     assert ours["recall@1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
     assert ours["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
 
@@ -75,12 +80,7 @@ def test_a_query_alone_in_its_class_is_left_out_like_pytorch_metric_learning():
     ours = retrieval_metrics(f @ f.T, labels)
     kept = retrieval_metrics((f @ f.T)[:16, :16], labels[:16])
     assert ours["n_excluded"] == 1 and kept["n_excluded"] == 0
-    calc = AccuracyCalculator(
-        include=("precision_at_1", "mean_average_precision_at_r"),
-        knn_func=CustomKNN(CosineSimilarity()),
-    )
-    t = torch.from_numpy(f)
-    ref = calc.get_accuracy(t, torch.from_numpy(labels), ref_includes_query=True)
+    ref = _pml_reference(f, labels)
     assert ours["recall@1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
     assert ours["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
     scorer = Scorer(f)

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from imsim.backends import BackendEmbedder, create_backend, options_from_args
+from imsim.backends import create_backend, options_from_args
 from imsim.cli import (
     add_backend_args,
     add_data_args,
@@ -23,8 +23,15 @@ from imsim.cli import (
     run,
 )
 from imsim.errors import UserError
-from imsim.methods import create_method, embed_all, list_methods, parse_methods
-from imsim.protocols import PROTOCOLS, episodes, retrieval, seed
+from imsim.methods import (
+    check_method_flags,
+    distinct_ids,
+    embed_all,
+    list_methods,
+    method_from_args,
+    parse_methods,
+)
+from imsim.protocols import PROTOCOLS, build_protocols, evaluate
 from imsim.results import make_results, write_json_atomic
 
 
@@ -61,20 +68,37 @@ def format_table(rows: list[dict]) -> str:
             ci = f"{100 * r['ci95_low']:.2f}-{100 * r['ci95_high']:.2f}"
         ch = f"{100 * r['chance']:.1f}" if "chance" in r else ""
         lines.append(
-            f"| {r['method']} | {r['protocol']} | {r['metric']} | "
+            f"| {r.get('method_id', r['method'])} | {r['protocol']} | {r['metric']} | "
             f"{100 * r['value']:.2f} | {ci} | {ch} |"
         )
     return "\n".join(lines)
 
 
+def identify(
+    found: list[tuple[str, str | None, list[dict], dict]],
+) -> tuple[list[dict], dict[str, dict]]:
+    """Rows tagged with their method instance's id (made distinct, ``distinct_ids``: two
+    checkpoints of one method are two rows), and the ``methods`` section keyed by that id."""
+    ids = distinct_ids([f[0] for f in found], [f[1] for f in found])
+    rows: list[dict] = []
+    for mid, (_, _, got, _) in zip(ids, found, strict=True):
+        rows += [{"method": r["method"], "method_id": mid, **r} for r in got]
+    return rows, {mid: f[3] for mid, f in zip(ids, found, strict=True)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preflight(args, files={"--out": args.out})
-    protocols = csv_list(args.protocol)
-    bad = sorted(set(protocols) - set(PROTOCOLS))
-    if bad:
-        raise UserError(f"unknown protocol(s) {bad}; choose from {','.join(PROTOCOLS)}")
+    protocols = build_protocols(
+        csv_list(args.protocol),
+        ways=args.ways,
+        shots=args.shots,
+        queries=args.queries,
+        episodes=args.episodes,
+        seed=args.seed,
+    )
     methods = parse_methods(args.methods, **vars(args))
+    check_method_flags(methods, args)
     ds = load_data_from_args(args)
     pool = ds.test.subset(ds.split.unseen)
     unseen = ds.split.unseen
@@ -84,14 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
 
-    rows: list[dict] = []
-    described: dict[str, dict] = {}
+    found: list[tuple[str, str | None, list[dict], dict]] = []  # id, weights hash, rows, describe
     for item in methods:
-        method = create_method(item, **vars(args))
-        if args.backend:
-            method = BackendEmbedder(
-                method, create_backend(args.backend, method, options_from_args(args))
-            )
+        method = method_from_args(item, args, items=methods)
+        backend = None
+        if args.backend:  # the backend replaces the method's runner (torch fp32 by default)
+            backend = create_backend(args.backend, method, options_from_args(args))
+            method.use_backend(backend)
         name = method.spec.name
         leaked = sorted(method.trained_classes() & {ds.class_names[c] for c in unseen})
         if leaked:
@@ -103,26 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             method.fit(ds.train.subset(ds.split.seen), ds.class_names)
         t0 = time.perf_counter()
         feats = embed_all(method, pool.images, desc=f"embed {name}", batch_size=args.batch_size)
-        described[name] = {**method.describe(), "embed_seconds": time.perf_counter() - t0}
+        described = {**method.describe(), "embed_seconds": time.perf_counter() - t0}
+        if backend is not None:
+            described["backend"] = backend.describe()
         scorer = method.scorer(feats, ds.class_names)
-        for proto in protocols:
-            if proto == "seed":
-                rows += seed.evaluate(scorer, pool.labels, unseen, name)
-            elif proto == "episodes":
-                rows += episodes.evaluate(
-                    scorer,
-                    pool.labels,
-                    unseen,
-                    name,
-                    ways=args.ways,
-                    shots=args.shots,
-                    queries=args.queries,
-                    episodes=args.episodes,
-                    seed=args.seed,
-                    class_names=ds.class_names,
-                )
-            else:
-                rows += retrieval.evaluate(scorer, pool.labels, unseen, name)
+        got = evaluate(scorer, pool.labels, unseen, name, protocols, ds.class_names)
+        found.append((method.method_id, method.weights_sha256(), got, described))
+    rows, methods_doc = identify(found)
 
     print(format_table(rows))
     notes = []
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             "unseen": [ds.class_names[c] for c in unseen],
         },
         seeds={"episodes": args.seed, "data": args.data_seed},
-        methods=described,
+        methods=methods_doc,
     )
     print(f"wrote {write_json_atomic(args.out, doc)}", file=sys.stderr)
     return 0

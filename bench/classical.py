@@ -33,7 +33,8 @@ from imsim.classical import histograms, preprocess
 from imsim.classical import ssim as ssim_kernels
 from imsim.cli import add_data_args, load_data_from_args, positive_int, preflight, run
 from imsim.methods import create_method
-from imsim.protocols import seed
+from imsim.protocols import Seed, evaluate
+from imsim.protocols.seed import seed_split
 from imsim.results import make_results, record, write_json_atomic
 
 SIZE = 224
@@ -220,7 +221,7 @@ def bench_seed_run(ds, pool) -> dict:
     t0 = time.perf_counter()
     feats = method.embed(pool.images)
     scorer = method.scorer(feats, ds.class_names)
-    rows = seed.evaluate(scorer, pool.labels, ds.split.unseen, "classical")
+    rows = evaluate(scorer, pool.labels, ds.split.unseen, "classical", (Seed(),))
     secs = time.perf_counter() - t0
     top = next(r for r in rows if r["k"] > 1) if any(r["k"] > 1 for r in rows) else rows[0]
     return {
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     preflight(args, files={"--out": args.out})
     ds = load_data_from_args(args)
     pool = ds.test.subset(ds.split.unseen)
-    s_idx, q_idx = seed.seed_split(pool.labels, ds.split.unseen)
+    s_idx, q_idx = seed_split(pool.labels, ds.split.unseen)
     threads = numba.get_num_threads()
     print(
         f"{ds.name}: {len(pool)} unseen-class test images, seed protocol {len(q_idx)} queries x "

@@ -14,11 +14,11 @@ import sys
 
 import numpy as np
 
-from imsim.classical.fusion import MatrixScorer
 from imsim.cli import add_data_args, load_data_from_args, positive_int, preflight, run
 from imsim.methods.classical import DEFAULT, ClassicalEmbedder, ClassicalScorer, Recipe
-from imsim.protocols import episodes
+from imsim.protocols import Episodes, evaluate
 from imsim.results import make_results, write_json_atomic
+from imsim.scoring import MatrixScorer
 
 
 def variants() -> list[tuple[str, str, Recipe]]:
@@ -61,19 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{ds.name}: {len(idx)} seen-class training images, {len(classes)} classes", file=sys.stderr
     )
+    protocol = Episodes(episodes=args.episodes)
     rows = []
     print("| component | variant | seen-class episodes top-1 (%) | 95% CI |")
     print("|---|---|---|---|")
     for comp, label, recipe in variants():
         sims = ClassicalScorer(feats, recipe, (comp,), None).component_sim(comp, pool, pool)
         sims = np.where(np.isfinite(sims), sims, np.nanmin(sims[np.isfinite(sims)]) - 1)
-        r = episodes.evaluate(
-            MatrixScorer(sims),
-            labels,
-            tuple(int(c) for c in classes),
-            comp,
-            episodes=args.episodes,
-        )[0]
+        (r,) = evaluate(
+            MatrixScorer(sims), labels, tuple(int(c) for c in classes), comp, (protocol,)
+        )
         r.update(protocol="seen-episodes", variant=label, recipe=recipe.to_dict())
         rows.append(r)
         print(f"| {comp} | {label} | {100 * r['value']:.2f} | ± {100 * r['ci95']:.2f} |")

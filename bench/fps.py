@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import sys
 import time
 from typing import Any
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 from bench.timing import Clock, is_oom, latency_stats, time_steps
 from imsim.backends import Backend, create_backend, options_from_args
+from imsim.backends.setup import setup_stem
 from imsim.cli import (
     add_backend_args,
     add_method_args,
@@ -45,7 +45,7 @@ from imsim.cli import (
 )
 from imsim.errors import UserError
 from imsim.hardware import capabilities
-from imsim.methods import create_method
+from imsim.methods import method_from_args
 from imsim.results import make_results, record, write_json_atomic
 
 DEFAULT_BATCH_SIZES = "1,8,32,128,512"
@@ -347,25 +347,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9._]+", "-", text.lower()).strip("-")
-
-
-def setup_name(name: str, backend: Backend, args: argparse.Namespace) -> str:
-    """``method-backend[-variant]-precision-device``, e.g. ``resnet56-torch-compile-bf16-cpu``."""
-    variant = []
-    if backend.name == "torch":
-        variant += ["compile"] if args.compile else []
-        variant += ["nchw"] if args.no_channels_last else []
-    if backend.name == "onnxruntime":
-        variant += [args.ort_provider] if args.ort_provider not in (None, "cpu") else []
-        variant += [f"opt-{args.ort_opt_level}"] if args.ort_opt_level else []
-    variant += [f"t{args.threads}"] if args.threads else []
-    dev = backend.describe().get("gpu") or backend.device
-    parts = [name, backend.name, *variant, backend.precision, dev]
-    return "-".join(slug(p) for p in parts)
-
-
 def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -386,10 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     if not math.isfinite(args.min_time) or args.min_time < 0:
         raise UserError(f"--min-time must be >= 0 seconds, got {args.min_time}")
     load_start = load_average()
-    method = create_method(method_item(args.method, args.checkpoint), **vars(args))
+    method = method_from_args(method_item(args.method, args.checkpoint), args)
     name = method.spec.name
     t0 = time.perf_counter()
-    backend = create_backend(args.backend, method, options_from_args(args))
+    options = options_from_args(args)
+    backend = create_backend(args.backend, method, options)
     setup_s = time.perf_counter() - t0
     side = args.image_size or (backend.input_size[0] if backend.input_size else 32)
     if backend.input_size and (side, side) != backend.input_size:
@@ -418,12 +400,15 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     load_end = load_average()
+    rows = [{"method": r["method"], "method_id": method.method_id, **r} for r in rows]
     print(format_table(rows))
-    out = args.out or f"results/fps/{setup_name(name, backend, args)}.json"
+    stem = setup_stem(name, backend.describe(), options.to_dict())
+    out = args.out or f"results/fps/{stem}.json"
     doc = make_results(
         "fps",
         rows,
         config=vars(args),
+        method_id=method.method_id,
         method=method.describe(),
         backend=backend.describe(),
         setup_s=setup_s,

@@ -28,7 +28,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -252,21 +252,25 @@ def setup_step(check: Check, setup: Setup, ckpt: Path, ds: Any, flops: float | N
     """Parity (unless the reference) and the batch sweep of one setup; both JSON files written."""
     from bench.fps import measure_peak, sweep
     from bench.parity import compare
-    from imsim.backends import BackendOptions, create_backend
+    from imsim.backends import backend_class, create_backend
     from imsim.backends.torch_backend import TorchBackend
     from imsim.methods import create_method
     from imsim.parity import tolerances_for
+    from imsim.protocols import Episodes
     from imsim.results import make_results, write_json_atomic
 
     method = create_method(f"{METHOD}:{ckpt}", device=check.device)
-    options = BackendOptions(
+    own = {  # each backend's own options (imsim.backends: Backend.options_type)
+        # The fp32 eager baseline runs NCHW, like the reference.
+        "torch": {"channels_last": setup.parity, "compile": setup.compile},
+        "onnxruntime": {"ort_provider": setup.provider},
+    }
+    options = backend_class(setup.backend).options_type(
         precision=setup.precision,
         device=check.device,
         onnx_dir=str(check.work / "onnx"),
         engine_dir=str(check.work / "engines"),
-        channels_last=setup.parity,  # the fp32 eager baseline runs NCHW, like the reference
-        compile=setup.compile,
-        ort_provider=setup.provider,
+        **own.get(setup.backend, {}),
     )
     t = time.perf_counter()
     backend = create_backend(setup.backend, method, options)
@@ -276,7 +280,7 @@ def setup_step(check: Check, setup: Setup, ckpt: Path, ds: Any, flops: float | N
         pool = ds.test.subset(ds.split.unseen)
         ref = TorchBackend(method.as_module(), "fp32", check.device, channels_last=False)
         tol = tolerances_for(setup.precision)
-        episodes = {"episodes": 1000, "ways": 10, "shots": 5, "queries": 15, "seed": 0}
+        episodes = asdict(Episodes())  # bench.parity's default sampler
         rows, passed = compare(
             method, backend, ref, pool, ds.split.unseen, ds.class_names, tol, episodes, PARITY_BATCH
         )
@@ -364,7 +368,7 @@ def _fmt(v: Any) -> str:
 
 
 def gpu_folder(root: Path, gpu: str) -> Path:
-    from bench.fps import slug
+    from imsim.backends.setup import slug
 
     return root / slug(gpu)
 
@@ -405,7 +409,7 @@ def run_check(
 ) -> int:
     """Every step of the check on ``check.device`` with dataset ``ds`` (``check.data``);
     returns 0 (a failed step is a result, recorded with its error)."""
-    from imsim.artifacts import write_bytes_atomic
+    from imsim.files import write_text_atomic
     from imsim.results import make_results, write_json_atomic
 
     print(
@@ -461,7 +465,7 @@ def run_check(
     )
     write_json_atomic(check.out / "summary.json", doc)
     md = summary_markdown(caps.name, check.steps, results)
-    write_bytes_atomic(check.out / "SUMMARY.md", lambda tmp: tmp.write_text(md))
+    write_text_atomic(check.out / "SUMMARY.md", md)
     print(md)
     print(f"gpu-check: wrote {check.out} in {doc['seconds']:.0f} s", file=sys.stderr)
     return 0

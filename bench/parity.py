@@ -22,8 +22,7 @@ import sys
 
 import numpy as np
 
-from imsim.backends import Backend, BackendEmbedder, create_backend, options_from_args
-from imsim.backends.torch_backend import TorchBackend
+from imsim.backends import Backend, create_backend, options_from_args
 from imsim.cli import (
     add_backend_args,
     add_data_args,
@@ -37,7 +36,7 @@ from imsim.cli import (
 )
 from imsim.data.types import Split
 from imsim.errors import UserError
-from imsim.methods import Embedder, create_method, embed_all
+from imsim.methods import Embedder, embed_all, method_from_args, reference_runner
 from imsim.parity import (
     Tolerances,
     at_least,
@@ -46,7 +45,7 @@ from imsim.parity import (
     tensor_metrics,
     tolerances_for,
 )
-from imsim.protocols import episodes, retrieval, seed
+from imsim.protocols import Episodes, Retrieval, Seed, evaluate
 from imsim.results import make_results, record, write_json_atomic
 
 
@@ -84,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--acc-delta", type=float, default=None, help="reported: seed deltas, points; default 0.3"
     )
-    p.add_argument("--out", default=None, help="results JSON (default: results/parity/M-B-P.json)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="results JSON (default: results/parity/ID-B-P.json, ID: method id)",
+    )
     return p
 
 
@@ -106,20 +109,11 @@ def accuracies(
     method: Embedder, feats: np.ndarray, pool: Split, unseen: tuple[int, ...], class_names, cfg
 ) -> tuple[dict[tuple[str, str], float], np.ndarray]:
     """Seed-protocol top-k/top-1 and retrieval metrics of one set of pool features, and the
-    per-episode top-1 accuracies (the same episodes for every setup of one pool)."""
+    per-episode top-1 accuracies (the same episodes for every setup of one pool; ``cfg``: the
+    ``Episodes`` sampler's settings)."""
     scorer = method.scorer(feats, class_names)
-    rows = seed.evaluate(scorer, pool.labels, unseen, method.spec.name)
-    rows += retrieval.evaluate(scorer, pool.labels, unseen, method.spec.name)
-    accs, _ = episodes.episode_accuracies(
-        scorer,
-        pool.labels,
-        unseen,
-        ways=cfg["ways"],
-        shots=cfg["shots"],
-        queries=cfg["queries"],
-        episodes=cfg["episodes"],
-        seed=cfg["seed"],
-    )
+    rows = evaluate(scorer, pool.labels, unseen, method.spec.name, (Seed(), Retrieval()))
+    accs, _ = Episodes(**cfg).accuracies(scorer, pool.labels, unseen, class_names)
     return {(r["protocol"], r["metric"]): r["value"] for r in rows}, accs
 
 
@@ -134,9 +128,10 @@ def compare(
     episode_cfg: dict,
     batch_size: int = 256,
 ) -> tuple[list[dict], bool]:
-    """All checks of ``backend`` against ``reference`` on ``pool``: (records, passed)."""
-    ref = embed_all(BackendEmbedder(method, reference), pool.images, "reference", batch_size)
-    out = embed_all(BackendEmbedder(method, backend), pool.images, backend.name, batch_size)
+    """All checks of ``backend`` against ``reference`` (runners of ``method``'s network, e.g.
+    ``reference_runner``) on ``pool``: (records, passed)."""
+    ref = embed_all(reference, pool.images, "reference", batch_size)
+    out = embed_all(backend, pool.images, backend.name, batch_size)
     tags = {
         "backend": backend.name,
         "precision": backend.precision,
@@ -243,6 +238,8 @@ def judge(
         backend_value=float(eps_out.mean()),
         paired_episodes=len(eps_ref),
     )
+    mid = method.method_id
+    rows = [{"method": r["method"], "method_id": mid, **r} for r in rows]
     return rows, all(r["passed"] for r in rows if r.get("gate"))
 
 
@@ -279,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         dirs={"--out (default)": None if args.out else "results/parity"},
     )
     tol = tolerances_from_args(args)
-    method = create_method(method_item(args.method, args.checkpoint), **vars(args))
+    method = method_from_args(method_item(args.method, args.checkpoint), args)
     name = method.spec.name
     module = method.as_module()
     if module is None:
@@ -289,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if method.spec.fits_on_seen:
         method.fit(ds.train.subset(ds.split.seen), ds.class_names)
     pool = ds.test.subset(ds.split.unseen)
-    reference = TorchBackend(module, "fp32", args.device, channels_last=False, compile=False)
+    reference = reference_runner(module, args.device)  # what the method's own embed runs on
     print(
         f"{name}: {backend.name} {backend.precision_tags()['precision_label']} on {backend.device} "
         "vs PyTorch fp32 eager "
@@ -311,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     label = backend.precision_tags()["precision_label"]
     print(f"{name} {backend.name} {label}: {'PASS' if passed else 'FAIL'}")
-    out = args.out or f"results/parity/{name}-{args.backend}-{args.precision}.json"
+    out = args.out or f"results/parity/{method.method_id}-{args.backend}-{args.precision}.json"
     doc = make_results(
         "parity",
         rows,
@@ -319,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         passed=passed,
         tolerances=tol.to_dict(),
         dataset={"name": ds.name, "info": ds.info, "n_images": len(pool)},
+        method_id=method.method_id,
         method=method.describe(),
         backend=backend.describe(),
         reference=reference.describe(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from imsim.backends import backend_class
 from imsim.cli import run
 from imsim.hardware import Capabilities, capabilities
 
@@ -26,13 +27,17 @@ CONTRACT_CHECKS = (("onnxruntime", "fp16"),)  # checked by parity even where fp1
 
 
 def default_setups(caps: Capabilities, purpose: str) -> list[tuple[str, str]]:
-    """The setups a default sweep runs for ``purpose`` (``fps`` or ``parity``) on ``caps``."""
+    """The setups a default sweep runs for ``purpose`` (``fps`` or ``parity``) on ``caps``, each
+    one its backend runs (``Backend.check_precision``)."""
     if purpose not in ("fps", "parity"):
         raise ValueError(f"purpose must be fps or parity, not {purpose!r}")
     out = []
-    for setup in CPU_SETUPS:
-        if caps.native(setup[1]) or (purpose == "parity" and setup in CONTRACT_CHECKS):
-            out.append(setup)
+    for backend, precision in CPU_SETUPS:
+        backend_class(backend).check_precision(precision)
+        if caps.native(precision) or (
+            purpose == "parity" and (backend, precision) in CONTRACT_CHECKS
+        ):
+            out.append((backend, precision))
     return out
 
 

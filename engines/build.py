@@ -38,9 +38,8 @@ from typing import Any
 
 import torch
 
-from imsim.artifacts import load_onnx_sidecar, onnx_path, sha256_file, write_bytes_atomic
+from imsim.artifacts import load_onnx_sidecar, onnx_path
 from imsim.backends.engine_manifest import (
-    ENGINE_PRECISIONS,
     Profile,
     check_manifest,
     engine_path,
@@ -49,6 +48,7 @@ from imsim.backends.engine_manifest import (
     manifest_path,
 )
 from imsim.backends.tensorrt_backend import (
+    TensorRTBackend,
     gpu_identity,
     require_cuda,
     require_tensorrt,
@@ -56,7 +56,7 @@ from imsim.backends.tensorrt_backend import (
 )
 from imsim.cli import csv_list, positive_int, preflight, run
 from imsim.errors import UserError
-from imsim.results import write_json_atomic
+from imsim.files import sha256_file, write_bytes_atomic, write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default="artifacts/engines", help="engine folder (default: %(default)s)"
     )
-    p.add_argument("--precision", default="fp16", choices=ENGINE_PRECISIONS)
+    p.add_argument(
+        "--precision",
+        default=TensorRTBackend.default_precision,  # what the trt backend looks for by default
+        choices=TensorRTBackend.precisions,
+        help="default: %(default)s",
+    )
     p.add_argument(
         "--source",
         default="auto",
@@ -201,7 +206,7 @@ def save_timing_cache(path: Path, data: bytes | None) -> bool:
     if data is None:
         return False
     try:
-        write_bytes_atomic(path, lambda tmp: tmp.write_bytes(data))
+        write_bytes_atomic(path, data)
     except OSError as e:
         print(f"warning: could not save the timing cache {path}: {e}", file=sys.stderr)
         return False
@@ -228,6 +233,7 @@ def plan(
     version: tuple[int, int],
 ) -> list[Job]:
     """The engines to build, each source ONNX checked against its sidecar first."""
+    precision = TensorRTBackend.check_precision(precision)
     src_precision, strongly_typed, fp16_flag = build_mode(version, precision, source)
     jobs = []
     for m in methods:
@@ -352,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                 timing_cache,
             )
         seconds = time.perf_counter() - t0
-        write_bytes_atomic(job.engine, lambda tmp, data=built.engine: tmp.write_bytes(data))
+        write_bytes_atomic(job.engine, built.engine)
         saved = save_timing_cache(timing_cache, built.timing_cache)
         build: dict[str, Any] = {
             "source_precision": side["precision"],

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +41,7 @@ from imsim.artifacts import (
     ONNX_SCHEMA,
     module_sha256,
     onnx_path,
-    sha256_file,
     sidecar_path,
-    write_bytes_atomic,
 )
 from imsim.cli import (
     add_data_args,
@@ -60,9 +57,9 @@ from imsim.cli import (
     seed_int,
 )
 from imsim.errors import UserError
-from imsim.methods import create_method
+from imsim.files import package_versions, sha256_file, write_atomic, write_json_atomic
+from imsim.methods import method_from_args
 from imsim.parity import Tolerances, tolerances_for
-from imsim.results import write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,16 +159,6 @@ def gate_tolerances(args: argparse.Namespace) -> Callable[[str], Tolerances]:
     return lambda precision: dataclasses.replace(tolerances_for(precision), **given)
 
 
-def package_versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("torch", "onnx", "onnxruntime"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def weight_files(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     """The weight files behind the export, each with its sha256."""
     files = {}
@@ -195,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--gate judges fp16 and int8 graphs; add them to --precision")
     item = method_item(args.method, args.checkpoint)
     files = weight_files(args)
-    options = {**vars(args), "device": "cpu"}  # export traces on the CPU in fp32
-    method = create_method(item, **options)
+    method = method_from_args(item, args, device="cpu")  # export traces on the CPU in fp32
     name = method.spec.name
     module = method.as_module()
     if module is None:
@@ -230,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "embedding_size": method.spec.embedding_dim,
         "opset": args.opset,
         "check_data": {"dataset": ds.name, "real": len(idx), "random": n_random, "seed": seed},
-        "exported_with": package_versions(),
+        "exported_with": package_versions(("torch", "onnx", "onnxruntime")),
     }
     common["output"]["shape"][1] = method.spec.embedding_dim
 
@@ -243,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             module, tmp, "fp32", sets, tolerances_for("fp32"), fp32_path.name
         )
 
-    write_bytes_atomic(fp32_path, write_fp32)
+    write_atomic(fp32_path, write_fp32)
     side32 = {
         **{k: v for k, v in common.items() if k != "checks_fp32"},
         "precision": "fp32",
@@ -318,7 +304,7 @@ def write_graph(
         check_graph(onnx.load(str(tmp)))
         checks.update(verify(module, tmp, precision, sets, tolerances_for(precision), path.name))
 
-    write_bytes_atomic(path, write)
+    write_atomic(path, write)
     return info, checks
 
 

@@ -101,9 +101,7 @@ def gate_set(
 ) -> GateSet:
     """The seen-class validation set with its reference embeddings (the module in PyTorch fp32
     eager, as ``bench.parity``'s reference)."""
-    from imsim.backends import BackendEmbedder
-    from imsim.backends.torch_backend import TorchBackend
-    from imsim.methods import embed_all
+    from imsim.methods import embed_all, reference_runner
 
     module = method.as_module()
     if method.spec.fits_on_seen:
@@ -112,8 +110,7 @@ def gate_set(
     seen = tuple(sorted(set(ds.split.seen)))
     if len(seen) < 2:
         raise UserError("--gate needs at least 2 seen classes to draw episodes from")
-    reference = TorchBackend(module, "fp32", "cpu", channels_last=False, compile=False)
-    ref = embed_all(BackendEmbedder(method, reference), pool.images, "gate reference", GATE_BATCH)
+    ref = embed_all(reference_runner(module, "cpu"), pool.images, "gate reference", GATE_BATCH)
     info = {
         "dataset": ds.name,
         "split": "test",
@@ -170,14 +167,13 @@ def figures(rows: list[dict], passed: bool) -> dict[str, Any]:
 def judge_graph(gs: GateSet, path: Path, precision: str) -> Verdict:
     """Run the graph at ``path`` on ONNX Runtime (CPU) over the validation set and judge it."""
     from bench.parity import judge
-    from imsim.backends import BackendEmbedder
     from imsim.backends.onnxruntime_backend import OnnxRuntimeBackend
     from imsim.methods import embed_all
 
     h, w = gs.pool.images.shape[1:3]
     side = {"precision": precision, "input_size": [h, w]}
     backend = OnnxRuntimeBackend(path, precision, sidecar=side)
-    out = embed_all(BackendEmbedder(gs.method, backend), gs.pool.images, "gate", GATE_BATCH)
+    out = embed_all(backend, gs.pool.images, "gate", GATE_BATCH)
     tags = {"backend": backend.name, "precision": precision, "device": "cpu"}
     rows, passed = judge(
         gs.method,

@@ -24,6 +24,7 @@ import onnx
 import torch
 
 from imsim.errors import UserError
+from imsim.methods.base import reference_runner
 from imsim.parity import Tolerances, at_least, tensor_metrics
 
 INPUT_NAME = "images"
@@ -125,11 +126,6 @@ def check_graph(model: onnx.ModelProto) -> None:
         raise UserError(f"exported graph is not valid ONNX: {first}") from None
 
 
-def reference_embed(module: torch.nn.Module, images: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        return module(torch.from_numpy(images)).float().numpy()
-
-
 def verify(
     module: torch.nn.Module,
     path: Path,
@@ -140,15 +136,20 @@ def verify(
 ) -> dict[str, dict[str, float]]:
     """Run the graph on ONNX Runtime (CPU) against the module on each image set; raise on FAIL.
 
-    Returns the metrics per set, recorded in the sidecar.
+    Both run as runners, as in ``bench.parity``: the module on the reference runner (what the
+    method's own embedding runs on), the graph on the onnxruntime backend; they are compared by
+    ``imsim.parity.tensor_metrics``. Returns the metrics per set, recorded in the sidecar.
     """
-    from imsim.backends.onnxruntime_backend import create_session
+    from imsim.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    session = create_session(path, provider="cpu", precision=precision)
+    reference = reference_runner(module, "cpu")
+    size = list(next(iter(sets.values())).shape[1:3])  # every set has the exported size
+    side = {"precision": precision, "input_size": size}
+    graph = OnnxRuntimeBackend(path, precision, "cpu", provider="cpu", sidecar=side)
     report: dict[str, dict[str, float]] = {}
     for name, images in sets.items():
-        ref = reference_embed(module, images)
-        out = session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+        ref = reference.embed(images)
+        out = graph.embed(images)
         if out.shape != ref.shape:
             raise UserError(f"{label} returns {out.shape} on {name} images, PyTorch {ref.shape}")
         m = tensor_metrics(ref, out)

@@ -7,7 +7,7 @@ the config itself (``config_sha256``, over every other field). A config paired w
 a half-written weights file, or one edited by hand (a changed mean/std gives chance accuracy
 without any error), is refused instead of silently loaded; so is a model config whose
 preprocessing is unusable (std 0, non-finite numbers). Both files are written to a temporary
-name and renamed into place, weights first.
+name, flushed to disk and renamed into place (``imsim.files``), weights first.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from imsim.errors import UserError
-from imsim.results import write_json_atomic
+from imsim.files import write_bytes_atomic, write_json_atomic
 
 FORMAT = "imsim.checkpoint/1"
 
@@ -36,23 +34,6 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def config_sha256(doc: dict[str, Any]) -> str:
@@ -67,7 +48,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: 
     """Write the weights and their config; returns the weights path."""
     weights, cfg = checkpoint_paths(path)
     data = save_safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-    _write_bytes_atomic(weights, data)
+    write_bytes_atomic(weights, data)
     doc = {
         "format": FORMAT,
         **config,

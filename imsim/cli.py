@@ -21,6 +21,7 @@ from imsim.results import check_output_dir, check_output_file
 
 MAX_SEED = 2**32 - 1  # what every generator here accepts (numpy's legacy seeding is the smallest)
 MAX_IMAGE_SIZE = 4096
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")  # how flags and help list precisions
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -51,22 +52,42 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-seed", type=seed_int, default=0, help="seed of the shapes generator")
 
 
+# The model options of ``add_method_args`` and their defaults. A value other than its default is
+# a choice the user made: some requested method must take it (``registry.check_method_flags``).
+# ``--batch-size`` is not among them: every command batches its embedding with it.
+METHOD_FLAGS = {
+    "recipe": "default",
+    "clip_model": "ViT-B-32",
+    "pretrained": "openai",
+    "device": "cpu",
+}
+
+
 def add_method_args(p: argparse.ArgumentParser) -> None:
-    """Model options shared by every command that creates methods; each method reads its own."""
+    """Model options shared by every command that creates methods; each method declares the ones
+    it takes (``imsim.methods.registry``), and one set that no requested method takes is an
+    error."""
     g = p.add_argument_group("method options")
     g.add_argument(
         "--recipe",
-        default="default",
+        default=METHOD_FLAGS["recipe"],
         choices=("default", "seed"),
-        help="seed: the reference study's exact recipe; default: the improved one",
+        help="seed: the reference study's exact recipe; default: the improved one "
+        "(classical and CLIP methods)",
     )
-    g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (CLIP methods)")
+    g.add_argument(
+        "--clip-model", default=METHOD_FLAGS["clip_model"], help="open_clip model name (CLIP)"
+    )
     g.add_argument(
         "--pretrained",
-        default="openai",
-        help="open_clip tag, a local checkpoint file, or none (random weights)",
+        default=METHOD_FLAGS["pretrained"],
+        help="open_clip tag, a local checkpoint file, or none (random weights) (CLIP)",
     )
-    g.add_argument("--device", default="cpu", help="torch device for neural methods (cpu, cuda)")
+    g.add_argument(
+        "--device",
+        default=METHOD_FLAGS["device"],
+        help="torch device for neural methods (cpu, cuda)",
+    )
     g.add_argument("--batch-size", type=positive_int, default=256, help="embedding batch size")
 
 
@@ -163,11 +184,10 @@ def _check_backend(args: argparse.Namespace) -> None:
         cls = backend_class(name)
     except ImportError:  # its runtime is missing: creating the backend says so, in one line
         return
-    if precision is None and hasattr(args, "precision"):
-        # Each backend owns its default (trt: fp16, what engines.build builds by default).
-        args.precision = precision = cls.default_precision
-    if precision not in cls.precisions:
-        raise UserError(f"backend {name!r} runs {', '.join(cls.precisions)}, not {precision!r}")
+    # Each backend owns its default (trt: fp16, what engines.build builds by default).
+    resolved = cls.check_precision(precision)
+    if hasattr(args, "precision"):
+        args.precision = resolved
 
 
 def _check_device(args: argparse.Namespace) -> None:
@@ -243,9 +263,12 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
 
 
 def add_backend_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    """Which inference backend runs a method's network, and its options (with ``--device``)."""
-    from imsim.backends import list_backends
+    """Which inference backend runs a method's network: the flags every backend shares (with
+    ``--device``), then each backend's own group (``Backend.add_args``)."""
+    from imsim.backends import backend_classes, list_backends
 
+    classes = list(backend_classes())
+    precisions = sorted({q for c in classes for q in c.precisions}, key=PRECISION_ORDER.index)
     g = p.add_argument_group("inference backend")
     g.add_argument(
         "--backend",
@@ -258,38 +281,25 @@ def add_backend_args(p: argparse.ArgumentParser, required: bool = False) -> None
     g.add_argument(
         "--precision",
         default=None,
-        choices=("fp32", "fp16", "bf16", "int8"),
-        help="default: the backend's own (trt: fp16, the engines make engines builds; others: "
-        "fp32); torch: fp32/fp16/bf16; onnxruntime: fp32/fp16/int8 "
-        "(M.onnx/M.fp16.onnx/M.int8.onnx); trt: fp16/fp32/int8; openvino: fp32/bf16 (from "
-        "M.onnx), int8 (from M.int8.onnx)",
-    )
-    g.add_argument("--onnx-dir", default="artifacts/onnx", help="where python -m export wrote")
-    g.add_argument(
-        "--engine-dir", default="artifacts/engines", help="where python -m engines.build wrote"
-    )
-    g.add_argument("--compile", action="store_true", help="torch: torch.compile the module")
-    g.add_argument(
-        "--no-channels-last", action="store_true", help="torch: keep contiguous (NCHW) weights"
-    )
-    g.add_argument(
-        "--ort-provider",
-        default=None,
-        choices=("cpu", "cuda", "tensorrt"),
-        help="onnxruntime execution provider (default: cpu, or cuda with --device cuda)",
+        choices=precisions,
+        help="default: the backend's own ("
+        + ", ".join(f"{c.name}: {c.default_precision}" for c in classes)
+        + "); each runs "
+        + "; ".join(f"{c.name}: {'/'.join(c.precisions)}" for c in classes),
     )
     g.add_argument(
         "--threads",
         type=positive_int,
         default=None,
-        help="CPU threads (torch: intra-op pool; onnxruntime: intra-op); default: the runtime's",
+        help="CPU threads (torch: intra-op pool; onnxruntime: intra-op; openvino: inference); "
+        "default: the runtime's",
     )
+    g.add_argument("--onnx-dir", default="artifacts/onnx", help="where python -m export wrote")
     g.add_argument(
-        "--ort-opt-level",
-        default=None,
-        choices=("disable", "basic", "extended", "all"),
-        help="onnxruntime graph optimization (default: extended for fp16 on cpu, else all)",
+        "--engine-dir", default="artifacts/engines", help="where python -m engines.build wrote"
     )
+    for cls in classes:
+        cls.add_args(p)
 
 
 def method_item(method: str, checkpoint: str | None) -> str:

@@ -195,17 +195,30 @@ def forced(caps: Capabilities) -> Iterator[Capabilities]:
             _forced[caps.kind] = before
 
 
-def warn_if_emulated(precision: str, device: Any, what: str) -> bool:
-    """Print one line when ``precision`` is emulated on ``device``; True when it is native."""
+def emulated_warning(what: str, precision: str, device: Any, label: str | None = None) -> str:
+    """The one warning line, for training and backends alike, when ``what`` (``training
+    (--amp)``, ``backend 'torch'``) runs ``precision`` on ``device`` but not natively. ``label``
+    says what ran: by default the device's (``bf16 (emulated)``); a backend passes its own, e.g.
+    OpenVINO's ``int8 (ran as fp32)`` where the device has int8 but the runtime did not use it."""
     caps = capabilities(device)
-    if caps.native(precision):
-        return True
-    print(
-        f"warning: {what} runs {precision} on {caps.name}, which only emulates it "
-        f"(natively: {', '.join(caps.native_precisions())}); expect it to be slow, "
-        "and compare it only with other emulated runs",
-        file=sys.stderr,
+    why = (
+        f"where {precision} is native but the runtime did not use it"
+        if caps.native(precision)
+        else "which only emulates it"
     )
+    return (
+        f"warning: {what} runs {label or caps.label(precision)} on {caps.name}, {why} "
+        f"(natively: {', '.join(caps.native_precisions())}); expect it to be slow, "
+        "and compare it only with other emulated runs"
+    )
+
+
+def warn_if_emulated(precision: str, device: Any, what: str) -> bool:
+    """Print ``emulated_warning`` when ``precision`` is emulated on ``device``; True when it is
+    native."""
+    if capabilities(device).native(precision):
+        return True
+    print(emulated_warning(what, precision, device), file=sys.stderr)
     return False
 
 

@@ -1,23 +1,24 @@
-"""The one results schema every command writes, the environment it ran in, and atomic writes.
+"""The one results schema every command writes and the environment it ran in.
 
 A results file is a JSON object: ``schema``, ``kind`` (accuracy, parity, fps, ...), ``created``,
 ``env`` (machine, packages, git commit), ``config`` (what was asked for) and ``results``, a list
-of flat records with at least ``method``, ``protocol``, ``metric`` and ``value``.
+of flat records with at least ``method``, ``protocol``, ``metric`` and ``value``. Documents are
+written with ``write_json_atomic`` (``imsim.files``, importable from here too).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import subprocess
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from imsim.errors import UserError
+from imsim.files import package_versions
+from imsim.files import write_json_atomic as write_json_atomic  # where results writers import it
 from imsim.hardware import capabilities, cpu_info
 
 SCHEMA = "imsim.results/1"
@@ -109,12 +110,6 @@ def _git_commit() -> str | None:
 
 def environment() -> dict[str, Any]:
     """Where a result was measured: CPU, threads, GPU, package versions and git commit."""
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -122,7 +117,7 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_flags": cpu_flags(),
         "hardware": {"cpu": capabilities("cpu").to_dict()},
-        "packages": versions,
+        "packages": package_versions(PACKAGES),
         "git_commit": _git_commit(),
     }
     try:
@@ -138,23 +133,6 @@ def environment() -> dict[str, Any]:
     except ImportError:
         pass
     return env
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -1,7 +1,8 @@
 """``python -m search {index,query,serve,recall,bench}``: image search over an embedded gallery.
 
-- ``index``: embed a folder, zip or dataset split with any registered method into an index folder
-  (re-running embeds only new or changed images).
+- ``index``: embed a folder, zip or dataset split with any embedding method into an index folder
+  (re-running embeds only new or changed images); pairwise methods (classical, ssim, hist,
+  keypoints) have no vectors and are refused.
 - ``query``: top-K gallery images for an image, a text (methods with a text encoder), or both.
 - ``serve``: the HTTP API and web page, on 127.0.0.1 by default.
 - ``recall``: recall@k of the faiss backend against exact search, on an index's own vectors.
@@ -30,11 +31,12 @@ from imsim.cli import (
     seed_int,
 )
 from imsim.errors import UserError
-from imsim.methods import create_method, list_methods
+from imsim.methods import list_methods, method_from_args
 from imsim.results import check_output_dir, check_output_file
 from search.backends import BACKENDS
 
 if TYPE_CHECKING:
+    from imsim.methods import Embedder
     from search.query import Searcher
 
 
@@ -244,6 +246,17 @@ def _method_hint(e: UserError) -> UserError:
     return UserError(str(e).replace("--methods ", "--method "))
 
 
+def refuse_pairwise(embedder: Embedder, item: str) -> None:
+    """Refuse a method that scores pairs of images itself (``spec.pairwise``, e.g. classical):
+    it has no vector per image, so there is nothing to index or search by cosine."""
+    if embedder.spec.pairwise:
+        raise UserError(
+            f"--method {item} scores pairs of images and has no vectors to index; search needs "
+            "an embedding method (pixels, color-hist, clip, triplet:CHECKPOINT, ...); evaluate "
+            f"{item} with python -m bench.accuracy --methods {item}"
+        )
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from search.gallery import open_gallery
     from search.index import build_index, check_replaceable
@@ -255,9 +268,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     preflight(args, method_args=True)
     options = vars(args)
     try:
-        embedder = create_method(args.method, **options)  # fails before any image is read
+        embedder = method_from_args(args.method, args)  # fails before any image is read
     except UserError as e:
         raise _method_hint(e) from None
+    refuse_pairwise(embedder, args.method)  # before any image is read or file written
     gallery = open_gallery(
         args.images, under=args.under, data_dir=args.data_dir, seed=args.data_seed
     )

@@ -2,8 +2,9 @@
 
 ``INDEX_DIR/embeddings.npy`` holds one L2-normalized row per gallery item (float32 or float16);
 ``INDEX_DIR/manifest.json`` holds, row by row, each item's key, label and fingerprint, plus the
-method, its model options and description, the preprocessing, the gallery source and the SHA-256
-of ``embeddings.npy``. Both are readable without this package (numpy and a JSON parser).
+method (its id, the model options it declares and its description), the preprocessing, the
+gallery source and the SHA-256 of ``embeddings.npy``. Both are readable without this package
+(numpy and a JSON parser).
 
 Building writes a complete new folder beside the target and renames it into place, so a reader
 (or an interrupted build) never sees a half-written index. Only a folder that is provably an index
@@ -16,7 +17,6 @@ or changed ones; removed items are dropped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,7 +31,9 @@ import numpy as np
 from tqdm import tqdm
 
 from imsim.errors import UserError
+from imsim.files import sha256_file, write_atomic, write_text_atomic
 from imsim.methods.base import Embedder, l2_normalize
+from imsim.methods.registry import options_for
 from imsim.results import environment
 from search.gallery import PREPROCESSING, Gallery, Item, display_key
 
@@ -40,9 +42,8 @@ MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"
 DTYPES = ("float32", "float16")
 DEFAULT_IMAGE_SIZE = 224
-# Options of ``imsim.cli.add_method_args`` that choose the model (recorded and re-applied when
-# the index is queried); device and batch size only say where and how fast it runs.
-MODEL_OPTIONS = ("recipe", "clip_model", "pretrained")
+# Method options and description keys that only say where and how fast a model runs; every
+# other option a method declares chooses the model (recorded, and re-applied at query time).
 RUNTIME_KEYS = frozenset({"device", "batch_size", "embed_seconds"})
 
 
@@ -55,29 +56,36 @@ def _strip_runtime(obj: Any) -> Any:
     return obj
 
 
-def has_text_encoder(embedder: Embedder) -> bool:
-    """True when the method overrides ``Embedder.embed_text`` (CLIP-style methods)."""
-    return type(embedder).embed_text is not Embedder.embed_text
+def model_options(item: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options among ``options`` that ``item``'s method declares and that choose its model
+    (not where or how fast it runs)."""
+    return {k: v for k, v in options_for(item, options).items() if k not in RUNTIME_KEYS}
 
 
 def method_record(item: str, options: dict[str, Any], embedder: Embedder) -> dict[str, Any]:
-    """What the manifest says about the method; two indexes are compatible when these match."""
+    """What the manifest says about the method; two indexes are compatible when these match
+    (``same_method``)."""
     return {
         "item": item,
+        "id": embedder.method_id,
         "name": embedder.spec.name,
-        "options": {k: options.get(k) for k in MODEL_OPTIONS if k in options},
+        "options": model_options(item, options),
         "embedding_dim": int(embedder.spec.embedding_dim),
-        "text": has_text_encoder(embedder),
+        "text": embedder.text_encoder,
         "describe": json.loads(json.dumps(_strip_runtime(embedder.describe()), default=str)),
     }
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+def same_method(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two manifest method records describe one model. The id is derived from the rest,
+    and options a method does not declare are ignored (indexes written before methods declared
+    their options recorded every model flag)."""
+
+    def key(m: dict[str, Any]) -> dict[str, Any]:
+        options = model_options(m["item"], m.get("options") or {})
+        return {**{k: v for k, v in m.items() if k != "id"}, "options": options}
+
+    return key(a) == key(b)
 
 
 @dataclass
@@ -261,13 +269,15 @@ def build_index(
         check_replaceable(out)
         if (out / MANIFEST).is_file() and not rebuild:
             old = load_index(out)
-            settings = {"method": method, "preprocessing": preprocessing, "dtype": dtype}
-            before = {
-                "method": old.method,
-                "preprocessing": old.manifest["preprocessing"],
-                "dtype": old.manifest["embeddings"]["dtype"],
-            }
-            changed = [k for k in settings if settings[k] != before[k]]
+            changed = [
+                k
+                for k, same in (
+                    ("method", same_method(method, old.method)),
+                    ("preprocessing", preprocessing == old.manifest["preprocessing"]),
+                    ("dtype", dtype == old.manifest["embeddings"]["dtype"]),
+                )
+                if not same
+            ]
             if changed:
                 raise UserError(
                     f"{out} was built with other {' and '.join(changed)} settings; pass "
@@ -357,16 +367,14 @@ def write_index(out: Path, vectors: np.ndarray, manifest: dict[str, Any]) -> Non
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; an index is an ordinary folder
-        with open(tmp / EMBEDDINGS, "wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
+
+        def save_vectors(path: Path) -> None:
+            with open(path, "wb") as f:  # a file object: given a path, np.save appends ".npy"
+                np.save(f, vectors, allow_pickle=False)
+
+        write_atomic(tmp / EMBEDDINGS, save_vectors)
         manifest["embeddings"]["sha256"] = sha256_file(tmp / EMBEDDINGS)
-        with open(tmp / MANIFEST, "w") as f:
-            json.dump(manifest, f, indent=1, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str) + "\n")
         if out.exists() or out.is_symlink():
             check_replaceable(out)
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

@@ -20,6 +20,7 @@ from imsim.data.images import ImageError, ImageTooLarge, decode_image
 from imsim.errors import UserError
 from imsim.methods import create_method
 from imsim.methods.base import Embedder, l2_normalize
+from imsim.methods.registry import options_for
 from search.backends import Backend, make_backend
 from search.gallery import display_key
 from search.index import Index, _strip_runtime, method_record
@@ -97,7 +98,10 @@ class Searcher:
         with self._lock:
             if self._embedder is None:
                 m = self.index.method
-                emb = create_method(m["item"], **m["options"], device=self.device)
+                # The recorded model options and this searcher's device, where the method
+                # declares them (older manifests recorded every model flag).
+                options = options_for(m["item"], {**m["options"], "device": self.device})
+                emb = create_method(m["item"], **options)
                 got = method_record(m["item"], m["options"], emb)
                 if _strip_runtime(got["describe"]) != m["describe"]:
                     raise UserError(

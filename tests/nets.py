@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from imsim.methods import registry
-from imsim.methods.base import Embedder, MethodSpec, check_images
+from imsim.methods.base import MethodSpec, NetworkEmbedder
 
 MEAN = (0.481, 0.458, 0.408)
 STD = (0.269, 0.261, 0.276)
@@ -101,21 +101,16 @@ def make_module(name: str, seed: int = 0) -> nn.Module:
     return module.eval()
 
 
-class NetEmbedder(Embedder):
-    """A method that is one network: ``embed`` runs its module in fp32."""
+class NetEmbedder(NetworkEmbedder):
+    """A method that is one network: ``embed`` runs its module on its runner (default: the
+    reference, torch fp32)."""
 
     def __init__(self, name: str, module: nn.Module, checkpoint: str | None = None) -> None:
         self.module = module.eval()
         self.checkpoint = checkpoint
-        dim = module(torch.zeros(1, 32, 32, 3, dtype=torch.uint8)).shape[1]
+        with torch.no_grad():
+            dim = module(torch.zeros(1, 32, 32, 3, dtype=torch.uint8)).shape[1]
         self.spec = MethodSpec(name=name, embedding_dim=int(dim), input_size=32)
-
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.module(torch.from_numpy(check_images(images))).numpy()
-
-    def as_module(self) -> nn.Module:
-        return self.module
 
     def describe(self) -> dict:
         return {"spec": self.spec.to_dict(), "checkpoint": self.checkpoint}

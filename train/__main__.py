@@ -22,7 +22,7 @@ from imsim.cli import add_data_args, load_data_from_args, positive_int, prefligh
 from imsim.errors import UserError
 from imsim.models.resnet_cifar import DEPTHS
 from train.loop import RunConfig, Trainer, state_paths
-from train.recipes import ARCHS, METHODS, RECIPES, make_recipe
+from train.recipes import ARCHS, AUGMENTS, METHODS, RECIPES, make_recipe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples-per-epoch",
         type=positive_int,
         help="samples per epoch (default: one pass over the training images; seed: 50,000)",
+    )
+    g.add_argument(
+        "--augment",
+        choices=AUGMENTS,
+        help="crop+flip (default: padded random crop and flip per sample) or simclr (random "
+        "resized crop, flip, colour jitter and grayscale per sample, SimCLR's views)",
+    )
+    g.add_argument(
+        "--ssl-weight",
+        type=float,
+        help="weight of a SimCLR (NT-Xent) instance-discrimination term on two views of every "
+        "image, added to the metric loss (default: 0, off)",
+    )
+    g.add_argument(
+        "--projection-dim",
+        type=positive_int,
+        help="ResNet: a 2-layer MLP projection head of this size that the losses see, while "
+        "similarity uses the embedding before it (SimCLR); default: none",
     )
     g.add_argument(
         "--val-classes",
@@ -148,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             lr=args.lr,
             samples_per_epoch=args.samples_per_epoch,
             arch=args.arch,
+            augment=args.augment,
+            ssl_weight=args.ssl_weight,
+            projection_dim=args.projection_dim,
         )
     except ValueError as e:
         raise UserError(str(e)) from None

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning.samplers import MPerClassSampler
 
 from imsim.models import Preprocess
+from train.augment import simclr_views
 
 
 def crop_flip(
@@ -71,8 +72,11 @@ class ImageBank:
             self.pad: int | None = None
         elif augment == "crop+flip":
             self.pad = preprocess.size // 8  # each sample gets its own crop and flip
+        elif augment == "simclr":
+            self.pad = None  # each sample gets its own resized crop, flip and colour jitter
         else:
             raise ValueError(f"unknown augmentation {augment!r}")
+        self.augment = augment
         self.device = torch.device(device)
         self.images = torch.from_numpy(images).to(self.device)
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -90,6 +94,8 @@ class ImageBank:
         x = self.preprocess.to_unit(self.images[self._index(idx)])
         if self.pad is not None:
             x = random_crop_flip(x, self.pad)
+        elif self.augment == "simclr":
+            x = simclr_views(x)
         return x.contiguous(memory_format=torch.channels_last)
 
     def label_tensor(self, idx: np.ndarray) -> torch.Tensor:

@@ -38,6 +38,28 @@ def seed_pair_loss(
     return (same * d**2 + (1 - same) * F.relu(margin - d) ** 2).mean()
 
 
+class NTXent(torch.nn.Module):
+    """SimCLR's NT-Xent loss for two views: ``emb`` is (2N, D), row i and row i + N are views of
+    one image (the only positive), every other row a negative; cross-entropy over cosine / T.
+
+    The value equals pytorch-metric-learning's ``NTXentLoss`` with instance labels (a test checks
+    it), which computes it pair by pair with dense masks: about 2 s per 256-view batch on one CPU
+    core, as long as the network's step; this is one (2N, 2N) matrix and one cross-entropy.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(emb.float(), dim=1)
+        n = len(z) // 2
+        logits = z @ z.T / self.temperature
+        logits.fill_diagonal_(float("-inf"))  # an image is not its own negative
+        target = torch.arange(len(z), device=z.device).roll(n)
+        return F.cross_entropy(logits, target)
+
+
 class Objective:
     """Callable: (network, bank, batch) -> (loss, images processed)."""
 
@@ -58,6 +80,16 @@ class Objective:
             )
         elif name not in ("seed-triplet", "seed-contrastive"):
             raise ValueError(f"unknown loss {name!r}")
+        ssl = cfg.get("ssl")
+        self.ssl: torch.nn.Module | None = None
+        self.ssl_weight = 0.0
+        if ssl:
+            if ssl["name"] != "ntxent":
+                raise ValueError(f"unknown self-supervised loss {ssl['name']!r}")
+            # SimCLR's instance discrimination: the two views of one image are the only
+            # positives, every other image in the batch a negative.
+            self.ssl = NTXent(temperature=ssl["temperature"])
+            self.ssl_weight = float(ssl["weight"])
         miner = cfg.get("miner")
         if miner:
             if miner["name"] != "multi-similarity":
@@ -84,12 +116,19 @@ class Objective:
         kind = self.recipe.sampling
         if kind == "balanced":
             idx = batch
-            x01 = bank.unit(idx)
             labels = bank.label_tensor(idx)
+            x01 = bank.unit(idx)
+            if self.ssl is not None:  # a second view of every image, drawn on its own
+                x01 = torch.cat([x01, bank.unit(idx)])
             emb, recon = self._forward(net, x01, pre)
-            pairs = self.miner(emb, labels) if self.miner is not None else None
-            loss = self.metric(emb, labels, pairs) + self._recon(recon, x01)
-            return loss, len(idx)
+            # The metric loss sees the first view only: mined triplets grow with the cube of the
+            # batch, so both views would cost several times a step for little more signal.
+            first = emb[: len(idx)]
+            pairs = self.miner(first, labels) if self.miner is not None else None
+            loss = self.metric(first, labels, pairs) + self._recon(recon, x01)
+            if self.ssl is not None:
+                loss = loss + self.ssl_weight * self.ssl(emb)
+            return loss, len(x01)
         if kind == "triplets":
             a, p, n = (bank.unit(i) for i in batch)
             ea, ep, en = (self._forward(net, x, pre)[0] for x in (a, p, n))

@@ -34,7 +34,7 @@ class Recipe:
     batch_size: int
     sampling: str  # "balanced" (m per class), "triplets" or "pairs" (the study's random draws)
     samples_per_epoch: int | None  # None: one pass over the training images
-    augment: str  # "crop+flip" (fresh per sample) or "frozen-flip" (the study's)
+    augment: str  # "crop+flip" or "simclr" (fresh per sample), "frozen-flip" (the study's)
     optimizer: str  # "adam" or "adamw"
     lr: float
     weight_decay: float
@@ -46,6 +46,7 @@ class Recipe:
 
 
 ARCHS = ("resnet", "vit-tiny")
+AUGMENTS = ("crop+flip", "simclr")
 
 
 def _arch(
@@ -74,6 +75,9 @@ def make_recipe(
     lr: float | None = None,
     samples_per_epoch: int | None = None,
     arch: str = "resnet",
+    augment: str | None = None,
+    ssl_weight: float | None = None,
+    projection_dim: int | None = None,
 ) -> Recipe:
     """The named recipe for ``method``; keyword arguments override single fields.
 
@@ -91,6 +95,17 @@ def make_recipe(
         )
     if arch != "resnet" and depth is not None:
         raise ValueError("--depth sets the ResNet's depth; the ViT's size is in --arch")
+    if name == "seed" and (augment or ssl_weight or projection_dim):
+        raise ValueError(
+            "--augment, --ssl-weight and --projection-dim change the default recipe; the seed "
+            "recipe is the study's as written"
+        )
+    if projection_dim is not None and (arch != "resnet" or method == "autoencoder"):
+        raise ValueError("--projection-dim is for the ResNet of triplet and contrastive")
+    if augment is not None and augment not in AUGMENTS:
+        raise ValueError(f"unknown augmentation {augment!r}; choose from {AUGMENTS}")
+    if ssl_weight is not None and not (ssl_weight >= 0 and ssl_weight < float("inf")):
+        raise ValueError(f"--ssl-weight must be a finite number >= 0, got {ssl_weight}")
     if name == "seed":
         if method == "triplet":
             loss = {"name": "seed-triplet", "margin": 0.3}
@@ -144,8 +159,16 @@ def make_recipe(
         raise ValueError(f"unknown recipe {name!r}; choose from {RECIPES}")
     if embedding_dim is not None and name == "seed" and method != "autoencoder":
         r = replace(r, arch={**r.arch, "head": "linear", "embedding_dim": embedding_dim})
+    if ssl_weight is not None:
+        loss = {k: v for k, v in r.loss.items() if k != "ssl"}
+        if ssl_weight > 0:
+            loss["ssl"] = {"name": "ntxent", "temperature": 0.2, "weight": ssl_weight}
+        r = replace(r, loss=loss)
+    if projection_dim is not None and method != "autoencoder":
+        r = replace(r, arch={**r.arch, "projection_dim": projection_dim})
     return replace(
         r,
+        augment=augment or r.augment,
         batch_size=batch_size or r.batch_size,
         lr=lr or r.lr,
         samples_per_epoch=samples_per_epoch or r.samples_per_epoch,

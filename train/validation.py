@@ -10,18 +10,27 @@ need. The unseen classes are embedded too, each epoch, but only to report the cu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from imsim import protocols
 from imsim.data import Dataset, Split
 from imsim.errors import UserError
-from imsim.methods.base import Scorer
-from imsim.protocols import episodes
+from imsim.methods.base import embed_all
+from imsim.protocols import Episodes, Retrieval
 from imsim.protocols.retrieval import retrieval_metrics
+from imsim.scoring import CosineScorer
+
+if TYPE_CHECKING:
+    from imsim.backends.base import Backend
 
 REPORT_EPISODES = 300
+DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+EMBED_BATCH = 500
+# The unseen-class report: retrieval (mAP@R) and episodes, on 300 episodes to keep epochs short.
+REPORT_PROTOCOLS = (Retrieval(), Episodes(episodes=REPORT_EPISODES, seed=0))
 
 
 def default_val_count(n_seen: int) -> int:
@@ -63,36 +72,41 @@ class EvalSets:
         return EvalSets(val_pool, queries, ds.test.subset(ds.split.unseen), ds.split.unseen)
 
 
-def embed(
-    module: torch.nn.Module, images: np.ndarray, autocast: Any, batch: int = 500
-) -> np.ndarray:
+def runner_precision(autocast: Any) -> str:
+    """The precision the training's ``autocast`` context computes in: fp16/bf16, else fp32."""
+    if isinstance(autocast, torch.autocast) and autocast.fast_dtype in DTYPE_NAMES:
+        return DTYPE_NAMES[autocast.fast_dtype]
+    return "fp32"
+
+
+def validation_runner(module: torch.nn.Module, autocast: Any) -> Backend:
+    """The module as trained so far on the runner every method embeds with: a ``TorchBackend``
+    (a copy of the module) on its device, in the precision of the training's ``autocast``."""
+    from imsim.backends.torch_backend import TorchBackend
+
     module.eval()
     device = next(module.parameters()).device
-    out = []
-    with torch.inference_mode(), autocast:
-        for i in range(0, len(images), batch):
-            x = torch.from_numpy(images[i : i + batch]).to(device)
-            out.append(module(x).float().cpu().numpy())
-    return np.concatenate(out)
+    return TorchBackend(module, runner_precision(autocast), str(device), channels_last=False)
 
 
 def evaluate(
     module: torch.nn.Module, sets: EvalSets, autocast: Any, method: str
 ) -> dict[str, float]:
     """Validation score (for selection) and unseen-class report numbers for one model state."""
-    feats = embed(module, sets.val_pool.images, autocast)
+    runner = validation_runner(module, autocast)
+    feats = embed_all(runner, sets.val_pool.images, "validate", EMBED_BATCH)
     q = sets.val_queries
     val = retrieval_metrics(feats[q] @ feats.T, sets.val_pool.labels, query_idx=q)
-    ufeats = embed(module, sets.unseen_pool.images, autocast)
-    ulabels = sets.unseen_pool.labels
-    unseen_ret = retrieval_metrics(ufeats @ ufeats.T, ulabels)
-    ep = episodes.evaluate(
-        Scorer(ufeats, "mean"), ulabels, sets.unseen, method, episodes=REPORT_EPISODES, seed=0
-    )[0]
+    ufeats = embed_all(runner, sets.unseen_pool.images, "validate unseen", EMBED_BATCH)
+    rows = protocols.evaluate(
+        CosineScorer(ufeats), sets.unseen_pool.labels, sets.unseen, method, REPORT_PROTOCOLS
+    )
+    unseen = {(r["protocol"], r["metric"]): r for r in rows}
+    ep = unseen[("episodes", "top1")]
     return {
         "val_map@r": val["map@r"],
         "val_recall@1": val["recall@1"],
         "unseen_episodes_top1": ep["value"],
         "unseen_episodes_ci95": ep["ci95"],
-        "unseen_map@r": unseen_ret["map@r"],
+        "unseen_map@r": unseen[("retrieval", "map@r")]["value"],
     }

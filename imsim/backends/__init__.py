@@ -1,8 +1,11 @@
 """Inference backends behind one interface: ``torch``, ``onnxruntime``, ``trt`` (TensorRT) and
 ``openvino``.
 
-A new backend is one module with a ``Backend`` subclass plus one line in ``BACKENDS``; modules
-are imported only when their backend is asked for, so a missing runtime costs nothing until then.
+A new backend is one module with a ``Backend`` subclass plus one line in ``BACKENDS``. The class
+owns its precisions, its default precision, its own flags and options (``Backend.add_args``,
+``options_from_args``); a setup's identity (key, label, file name) is ``imsim.backends.setup``.
+Runtimes (onnxruntime, OpenVINO, TensorRT) are imported only when a backend is created, so a
+missing one costs nothing until then.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterator
 
-from imsim.backends.base import Backend, BackendEmbedder, BackendOptions
+from imsim.backends.base import Backend, BackendOptions
 from imsim.errors import UserError
+from imsim.hardware import emulated_warning
 from imsim.methods.base import Embedder
 
 # name -> "module:Class"
@@ -35,43 +40,34 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module), cls)
 
 
+def backend_classes() -> Iterator[type[Backend]]:
+    """Every backend class, in ``BACKENDS`` order."""
+    return (backend_class(name) for name in BACKENDS)
+
+
 def create_backend(name: str, embedder: Embedder, options: BackendOptions) -> Backend:
     """The named backend running ``embedder``'s network with ``options``; one warning line when
-    the device only emulates the precision asked for (it still runs)."""
+    it does not run the precision asked for natively here (it still runs)."""
     backend = backend_class(name).from_embedder(embedder, options)
     tags = backend.precision_tags()
     if not tags["precision_native"]:
-        print(
-            f"warning: backend {name!r} runs {tags['precision_label']} here: this device has no "
-            f"native {backend.precision}; expect it to be slow, and compare it only with other "
-            "emulated runs",
-            file=sys.stderr,
-        )
+        what = f"backend {name!r}"
+        label = tags["precision_label"]
+        print(emulated_warning(what, backend.precision, backend.device, label), file=sys.stderr)
     return backend
 
 
 def options_from_args(args: argparse.Namespace) -> BackendOptions:
-    """``BackendOptions`` from the flags of ``imsim.cli.add_backend_args`` (and ``--device``)."""
-    precision = args.precision or backend_class(args.backend).default_precision
-    return BackendOptions(
-        precision=precision,
-        device=args.device,
-        onnx_dir=args.onnx_dir,
-        engine_dir=args.engine_dir,
-        channels_last=not args.no_channels_last,
-        compile=args.compile,
-        ort_provider=args.ort_provider,
-        ort_opt_level=args.ort_opt_level,
-        threads=getattr(args, "threads", None),
-    )
+    """``--backend``'s own, checked options from the flags of ``imsim.cli.add_backend_args``."""
+    return backend_class(args.backend).options_from_args(args)
 
 
 __all__ = [
     "BACKENDS",
     "Backend",
-    "BackendEmbedder",
     "BackendOptions",
     "backend_class",
+    "backend_classes",
     "create_backend",
     "list_backends",
     "options_from_args",

@@ -98,9 +98,8 @@ class Profile:
 
 
 def engine_path(engine_dir: str | Path, method: str, precision: str) -> Path:
-    """``DIR/M.fp16.engine`` (or ``.fp32.engine``)."""
-    if precision not in ENGINE_PRECISIONS:
-        raise UserError(f"engines are built in {', '.join(ENGINE_PRECISIONS)}, not {precision!r}")
+    """``DIR/M.<precision>.engine``; ``precision`` is one ``TensorRTBackend.check_precision``
+    accepted (``ENGINE_PRECISIONS``)."""
     return Path(engine_dir) / f"{method}.{precision}.engine"
 
 

@@ -14,13 +14,15 @@ graph fuses each DequantizeLinear -> Conv/MatMul -> QuantizeLinear group into an
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from imsim.artifacts import load_onnx_sidecar, onnx_path
-from imsim.backends.base import Backend, BackendOptions, checked_export
+from imsim.backends.base import Backend, BackendOptions, check_threads, checked_export
 from imsim.errors import UserError
 from imsim.methods.base import Embedder
 
@@ -78,9 +80,7 @@ def create_session(
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[level]
-    if threads is not None:
-        if threads < 1:
-            raise UserError(f"threads must be >= 1, got {threads}")
+    if check_threads(threads) is not None:
         so.intra_op_num_threads = threads
     providers: list[Any] = []
     if provider == "tensorrt":
@@ -101,9 +101,39 @@ def create_session(
     return ort.InferenceSession(str(path), so, providers=providers)
 
 
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(BackendOptions):
+    """The onnxruntime backend's options: the common ones, execution provider and graph
+    optimization level (None: from the device, ``default_opt_level``)."""
+
+    ort_provider: str | None = None  # cpu | cuda | tensorrt
+    ort_opt_level: str | None = None  # disable | basic | extended | all
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ("fp32", "fp16", "int8")
+    options_type = OnnxRuntimeOptions
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("onnxruntime backend")
+        g.add_argument(
+            "--ort-provider",
+            default=None,
+            choices=tuple(PROVIDERS),
+            help="onnxruntime execution provider (default: cpu, or cuda with --device cuda)",
+        )
+        g.add_argument(
+            "--ort-opt-level",
+            default=None,
+            choices=OPT_LEVELS,
+            help="onnxruntime graph optimization (default: extended for fp16 on cpu, else all)",
+        )
+
+    @classmethod
+    def own_options(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return {"ort_provider": args.ort_provider, "ort_opt_level": args.ort_opt_level}
 
     def __init__(
         self,
@@ -142,21 +172,18 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> OnnxRuntimeBackend:
-        if options.precision not in cls.precisions:
-            raise UserError(
-                f"backend 'onnxruntime' runs fp32, fp16 or int8, not {options.precision!r}"
-            )
-        path = onnx_path(options.onnx_dir, embedder.spec.name, options.precision)
+        own = cast(OnnxRuntimeOptions, cls.checked_options(options))
+        path = onnx_path(own.onnx_dir, embedder.spec.name, own.precision)
         sidecar = checked_export(embedder, cls.name, path)
         return cls(
             path,
-            precision=options.precision,
-            device=options.device,
-            provider=options.ort_provider,
-            opt_level=options.ort_opt_level,
-            cache_dir=Path(options.engine_dir) / "ort-trt",
+            precision=own.precision,
+            device=own.device,
+            provider=own.ort_provider,
+            opt_level=own.ort_opt_level,
+            cache_dir=Path(own.engine_dir) / "ort-trt",
             sidecar=sidecar,
-            threads=options.threads,
+            threads=own.threads,
         )
 
     def prepare(self, images: np.ndarray) -> Any:

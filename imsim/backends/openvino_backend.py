@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from imsim.artifacts import load_onnx_sidecar, onnx_path
-from imsim.backends.base import Backend, BackendOptions, checked_export
+from imsim.backends.base import Backend, BackendOptions, check_threads, checked_export
 from imsim.errors import UserError
 from imsim.hardware import capabilities
 from imsim.methods.base import Embedder
@@ -107,9 +107,7 @@ class OpenVinoBackend(Backend):
             "INFERENCE_PRECISION_HINT": HINTS[precision],
             "PERFORMANCE_HINT": "LATENCY",
         }
-        if threads is not None:
-            if threads < 1:
-                raise UserError(f"threads must be >= 1, got {threads}")
+        if check_threads(threads) is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         self.version = ov.__version__
         self.compiled = ov.Core().compile_model(str(self.path), "CPU", config)
@@ -131,14 +129,11 @@ class OpenVinoBackend(Backend):
 
     @classmethod
     def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> OpenVinoBackend:
-        if options.precision not in cls.precisions:
-            raise UserError(
-                f"backend 'openvino' runs fp32, bf16 or int8, not {options.precision!r}"
-            )
-        source = "int8" if options.precision == "int8" else "fp32"
-        path = onnx_path(options.onnx_dir, embedder.spec.name, source)
+        own = cls.checked_options(options)
+        source = "int8" if own.precision == "int8" else "fp32"
+        path = onnx_path(own.onnx_dir, embedder.spec.name, source)
         sidecar = checked_export(embedder, cls.name, path)
-        return cls(path, options.precision, options.device, options.threads, sidecar)
+        return cls(path, own.precision, own.device, own.threads, sidecar)
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         return images  # host memory is the device's

@@ -31,7 +31,12 @@ import torch
 
 from imsim.artifacts import onnx_path
 from imsim.backends.base import Backend, BackendOptions, checked_export
-from imsim.backends.engine_manifest import check_manifest, engine_path, load_manifest
+from imsim.backends.engine_manifest import (
+    ENGINE_PRECISIONS,
+    check_manifest,
+    engine_path,
+    load_manifest,
+)
 from imsim.backends.torch_backend import require_device
 from imsim.errors import UserError
 from imsim.methods.base import Embedder
@@ -46,15 +51,9 @@ NO_TENSORRT = (
 def tensorrt_wheels(torch_cuda: str | None) -> dict[str, str]:
     """The TensorRT distributions installed here (``tensorrt-cu12``/``-cu13``, their versions),
     and the one that matches ``torch_cuda`` (``torch.version.cuda``) under the key ``wanted``."""
-    from importlib import metadata
+    from imsim.files import package_versions
 
-    found = {}
-    for major in (11, 12, 13):
-        name = f"tensorrt-cu{major}"
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    found = package_versions(f"tensorrt-cu{major}" for major in (11, 12, 13))
     if torch_cuda:
         found["wanted"] = f"tensorrt-cu{torch_cuda.split('.')[0]}"
     return found
@@ -108,7 +107,7 @@ def require_cuda(device: str) -> torch.device:
 
 class TensorRTBackend(Backend):
     name = "trt"
-    precisions = ("fp16", "fp32", "int8")
+    precisions = ENGINE_PRECISIONS
     default_precision = "fp16"  # engines.build's default: the engine make engines builds
 
     def __init__(self, engine: str | Path, onnx_dir: str | Path, device: str = "cuda") -> None:
@@ -184,22 +183,18 @@ class TensorRTBackend(Backend):
     @classmethod
     def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> TensorRTBackend:
         require_tensorrt()
-        if options.precision not in cls.precisions:
-            raise UserError(
-                f"backend 'trt' runs fp16, fp32 or int8 engines, not {options.precision!r}"
-            )
-        engine = engine_path(options.engine_dir, embedder.spec.name, options.precision)
-        manifest = load_manifest(engine, options.onnx_dir)
+        own = cls.checked_options(options)
+        engine = engine_path(own.engine_dir, embedder.spec.name, own.precision)
+        manifest = load_manifest(engine, own.onnx_dir)
         # The engine's source ONNX must come from this method's weights (the manifest ties the
         # engine to the ONNX bytes, the ONNX sidecar ties those to the weights).
-        src = Path(options.onnx_dir) / manifest["onnx"]["file"]
+        src = Path(own.onnx_dir) / manifest["onnx"]["file"]
         if src.name not in {
-            onnx_path(options.onnx_dir, embedder.spec.name, p).name
-            for p in ("fp32", "fp16", "int8")
+            onnx_path(own.onnx_dir, embedder.spec.name, p).name for p in ("fp32", "fp16", "int8")
         }:
             raise UserError(f"{engine} was built from {src.name}, not an export of this method")
-        checked_export(embedder, "trt", src)
-        return cls(engine, options.onnx_dir, options.device)
+        checked_export(embedder, cls.name, src)
+        return cls(engine, own.onnx_dir, own.device)
 
     def prepare(self, images: np.ndarray) -> torch.Tensor:
         with torch.cuda.device(self.torch_device), torch.cuda.stream(self.stream):

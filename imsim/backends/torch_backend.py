@@ -30,25 +30,30 @@ static shapes let inductor pick the kernels for that shape); that time shows in 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import functools
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imsim.backends.base import Backend, BackendOptions, method_module
+from imsim.backends.base import Backend, BackendOptions, check_threads, method_module
 from imsim.errors import UserError
 from imsim.methods.base import Embedder
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def strict_fp32() -> None:
-    """Turn off TF32 and other reduced-precision fp32 math, process-wide."""
-    torch.set_float32_matmul_precision("highest")
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Turn off TF32 and other reduced-precision fp32 math while the block runs, then restore
+    what was set: the settings are process-wide, and a reference run inside a training process
+    (validation) must not slow the training's own fp32 math down."""
     spaces = [
         getattr(torch.backends.cuda, "matmul", None),
         getattr(torch.backends.cudnn, "conv", None),
@@ -57,12 +62,27 @@ def strict_fp32() -> None:
         getattr(torch.backends.mkldnn, "conv", None),
     ]
     spaces = [s for s in spaces if s is not None and hasattr(s, "fp32_precision")]
+    matmul = torch.get_float32_matmul_precision()
     if spaces:  # torch >= 2.9: per-backend precision settings (mixing with allow_tf32 is refused)
-        for s in spaces:
-            s.fp32_precision = "ieee"
+        before = [s.fp32_precision for s in spaces]
     else:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        torch.set_float32_matmul_precision("highest")
+        if spaces:
+            for s in spaces:
+                s.fp32_precision = "ieee"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        yield
+    finally:
+        if spaces:
+            for s, v in zip(spaces, before, strict=True):
+                s.fp32_precision = v
+        else:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+        torch.set_float32_matmul_precision(matmul)
 
 
 # Layers whose forward autocast runs in the low precision (its "lower precision" op list:
@@ -146,9 +166,30 @@ def require_device(device: str) -> torch.device:
     return dev
 
 
+@dataclass(frozen=True)
+class TorchOptions(BackendOptions):
+    """The torch backend's options: the common ones, memory layout and ``torch.compile``."""
+
+    channels_last: bool = True
+    compile: bool = False
+
+
 class TorchBackend(Backend):
     name = "torch"
     precisions = ("fp32", "fp16", "bf16")
+    options_type = TorchOptions
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("torch backend")
+        g.add_argument("--compile", action="store_true", help="torch: torch.compile the module")
+        g.add_argument(
+            "--no-channels-last", action="store_true", help="torch: keep contiguous (NCHW) weights"
+        )
+
+    @classmethod
+    def own_options(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return {"channels_last": not args.no_channels_last, "compile": args.compile}
 
     def __init__(
         self,
@@ -161,15 +202,14 @@ class TorchBackend(Backend):
     ) -> None:
         super().__init__(precision, device)
         self.torch_device = require_device(device)
-        if threads is not None:
-            if threads < 1:
-                raise UserError(f"threads must be >= 1, got {threads}")
+        if check_threads(threads) is not None:
             torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
-        if precision == "fp32":
-            strict_fp32()
-        # A private copy: moving or re-laying out the method's own module would change it for
-        # everything else that uses it (the parity reference included).
-        mod = copy.deepcopy(module).eval().to(self.torch_device)
+        # A private copy when the backend changes the module (device, layout, weight dtype,
+        # compilation): changing the method's own module would change it for everything else
+        # that uses it (the parity reference included). The fp32 NCHW reference runs it as is.
+        on_device = all(p.device == self.torch_device for p in module.parameters())
+        changes = precision != "fp32" or channels_last or compile or not on_device
+        mod = (copy.deepcopy(module) if changes else module).eval().to(self.torch_device)
         self.fused_attention = 0  # attention modules moved out of CUDA autocast
         if precision != "fp32":
             cast_matmul_weights(mod, DTYPES[precision])
@@ -187,18 +227,19 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_embedder(cls, embedder: Embedder, options: BackendOptions) -> TorchBackend:
+        own = cast(TorchOptions, cls.checked_options(options))
         return cls(
             method_module(embedder, cls.name),
-            precision=options.precision,
-            device=options.device,
-            channels_last=options.channels_last,
-            compile=options.compile,
-            threads=options.threads,
+            precision=own.precision,
+            device=own.device,
+            channels_last=own.channels_last,
+            compile=own.compile,
+            threads=own.threads,
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
-            return contextlib.nullcontext()
+            return strict_fp32()
         return torch.autocast(self.torch_device.type, dtype=DTYPES[self.precision])
 
     def prepare(self, images: np.ndarray) -> torch.Tensor:

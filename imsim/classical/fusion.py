@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imsim.methods.base import Scorer
-from imsim.protocols import episodes
+from imsim.protocols import Episodes, evaluate
+from imsim.scoring import MatrixScorer
 
 
 @dataclass(frozen=True)
@@ -43,17 +43,6 @@ class Fusion:
             "std": list(self.std),
             "weights": list(self.weights),
         }
-
-
-class MatrixScorer(Scorer):
-    """A scorer over a precomputed (P, P) similarity matrix of one pool."""
-
-    def __init__(self, sims: np.ndarray, aggregation: str = "mean") -> None:
-        super().__init__(np.zeros((len(sims), 0), dtype=np.float32), aggregation)  # type: ignore[arg-type]
-        self.sims = sims
-
-    def pair_sim(self, q_idx: np.ndarray, s_idx: np.ndarray) -> np.ndarray:
-        return self.sims[np.ix_(q_idx, s_idx)]
 
 
 def standardization(sims: np.ndarray) -> tuple[float, float]:
@@ -95,22 +84,13 @@ def fit_fusion(
     stats = [standardization(sims[n]) for n in names]
     z = [(sims[n] - mu) / sd for n, (mu, sd) in zip(names, stats, strict=True)]
     classes = tuple(int(c) for c in np.unique(labels))
+    protocol = Episodes(ways=ways, shots=shots, queries=queries, episodes=n_episodes, seed=seed)
     table = []
     best, best_acc = None, -1.0
     for weights in simplex_grid(len(names), step):
         fused = sum(w * m for w, m in zip(weights, z, strict=True))
-        rows = episodes.evaluate(
-            MatrixScorer(fused),
-            labels,
-            classes,
-            "fusion-fit",
-            ways=ways,
-            shots=shots,
-            queries=queries,
-            episodes=n_episodes,
-            seed=seed,
-        )
-        acc = rows[0]["value"]
+        (row,) = evaluate(MatrixScorer(fused), labels, classes, "fusion-fit", (protocol,))
+        acc = row["value"]
         table.append({"weights": list(weights), "seen_top1": acc})
         if acc > best_acc:
             best, best_acc = weights, acc

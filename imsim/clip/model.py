@@ -3,7 +3,9 @@
 ``load_clip`` resolves the weights (``imsim.clip.weights``), builds the model with
 ``open_clip.create_model`` (tag, file and random weights all take that one path), and attaches
 the preprocessing the weights were trained with. ``ClipImageModule`` is the image side as one
-torch module: uint8 NHWC in, preprocessing, image tower, L2 normalization.
+torch module: uint8 NHWC in, preprocessing, image tower, L2 normalization (or, for the study's
+recipe, the raw ``get_image_features`` output); the CLIP methods run it through their runner
+(``imsim.methods.base.NetworkEmbedder``) like every other network. Text is encoded here.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ from imsim.errors import UserError
 
 
 class ClipImageModule(torch.nn.Module):
-    """uint8 (N, H, W, 3) RGB -> float32 (N, D) L2-normalized CLIP image embeddings."""
+    """uint8 (N, H, W, 3) RGB -> float32 (N, D) L2-normalized CLIP image embeddings
+    (``normalize=False``: the raw image features, what the study's prototypes average)."""
 
-    def __init__(self, visual: torch.nn.Module, preprocess_cfg: dict) -> None:
+    def __init__(
+        self, visual: torch.nn.Module, preprocess_cfg: dict, normalize: bool = True
+    ) -> None:
         super().__init__()
         self.preprocess = ClipPreprocess(preprocess_cfg)
         self.visual = visual
+        self.normalize = normalize
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.visual(self.preprocess(images)), dim=-1)
+        x = self.visual(self.preprocess(images))
+        return F.normalize(x, dim=-1) if self.normalize else x
 
 
 class LoadedClip:
@@ -49,13 +56,12 @@ class LoadedClip:
             probe = torch.zeros(1, 8, 8, 3, dtype=torch.uint8, device=device)
             self.embedding_dim = int(self.image(probe).shape[1])
 
-    def embed_images(self, images: np.ndarray, normalize: bool = True) -> np.ndarray:
-        """Image embeddings, L2-normalized, or the raw ``get_image_features`` outputs."""
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-            if not normalize:
-                return self.image.visual(self.image.preprocess(x)).float().cpu().numpy()
-            return self.image(x).float().cpu().numpy()
+    def image_module(self, normalize: bool = True) -> ClipImageModule:
+        """The image side as one module: ``image``, or one sharing its tower that returns the raw
+        ``get_image_features`` outputs (``normalize=False``)."""
+        if normalize:
+            return self.image
+        return ClipImageModule(self.image.visual, self.preprocess_cfg, normalize=False).eval()
 
     def _tokenize(self, texts: list[str]) -> torch.Tensor:
         if self._tokenizer is None:

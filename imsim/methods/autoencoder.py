@@ -11,7 +11,7 @@ from imsim.methods.trained import TrainedEmbedder, create_trained
     in_all=False,
     help="convolutional autoencoder latent (contrastive + reconstruction); autoencoder:CHECKPOINT",
 )
-def create(path: str | None = None, **options: object) -> TrainedEmbedder:
-    return create_trained(
-        "autoencoder", path, options.get("device", "cpu"), options.get("batch_size", 256)
-    )
+def create(
+    path: str | None = None, *, device: str = "cpu", batch_size: int = 256
+) -> TrainedEmbedder:
+    return create_trained("autoencoder", path, device, batch_size)

@@ -1,28 +1,29 @@
 """The one interface every similarity method implements, and the scorers protocols rank with.
 
 An ``Embedder`` maps uint8 RGB images (N, H, W, 3) to float32 features (N, D); its ``MethodSpec``
-declares what it needs and how support images are aggregated into a class score. A ``Scorer``
-turns the features of one evaluation pool into query-support and query-class similarities, so
-protocols never care whether a method is a neural embedding compared by cosine or a classical
-pipeline with its own pairwise score.
+declares what it needs and how support images are aggregated into a class score. Its ``scorer``
+turns the features of one evaluation pool into a :class:`imsim.scoring.Scorer` (cosine, or a
+pairwise score of its own), so protocols never care which.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from imsim.data.types import Split
 from imsim.errors import UserError
+from imsim.scoring import Aggregation, CosineScorer, Scorer
+from imsim.scoring import l2_normalize as l2_normalize  # re-exported: it lived here
 
 if TYPE_CHECKING:
     import torch
 
-Aggregation = Literal["mean", "prototype", "images"]
+    from imsim.backends.base import Backend
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,12 @@ class MethodSpec:
     embedding_dim: int
     input_size: int | None = None  # side the method resizes inputs to; None: native size
     normalization: str = "none"
-    distance: str = "cosine"
-    # How support images make a class score: "mean" = mean similarity over the class's support
-    # images (the study's methods 1-3), "prototype" = similarity to the normalized mean embedding
-    # (methods 5-6), "images" = rank individual support images (method 4 under the seed protocol).
+    # True when the method scores pairs of images itself (``imsim.scoring.PairwiseScorer``):
+    # its features are no vectors to compare by cosine, so search cannot index them.
+    pairwise: bool = False
+    # How support images make a class score (see ``imsim.scoring.Aggregation``): "mean",
+    # "prototype" (vector methods only) or "images" (method 4 under the seed protocol).
     support_aggregation: Aggregation = "mean"
-    needs_training: bool = False
     # True when the method tunes something (fusion weights, a threshold...) on seen classes before
     # evaluation: the caller then passes the seen-class train images to ``Embedder.fit``.
     fits_on_seen: bool = False
@@ -47,51 +48,24 @@ class MethodSpec:
         return asdict(self)
 
 
-class Scorer:
-    """Cosine similarities over a pool of L2-normalized features, indexed by pool position.
-
-    ``raw_prototypes``: ``feats`` are raw (unnormalized) embeddings; similarities use their unit
-    vectors, and a class prototype is the normalized mean of the raw vectors (the reference
-    study's CLIP rule, where a large-norm support image weighs more) rather than of unit ones.
-    """
-
-    def __init__(
-        self, feats: np.ndarray, aggregation: Aggregation = "mean", raw_prototypes: bool = False
-    ) -> None:
-        feats = np.ascontiguousarray(feats, dtype=np.float32)
-        self.raw = feats if raw_prototypes else None
-        self.feats = l2_normalize(feats) if raw_prototypes else feats
-        self.aggregation = aggregation
-
-    def pair_sim(self, q_idx: np.ndarray, s_idx: np.ndarray) -> np.ndarray:
-        """(Q, S) similarity of each query to each support item; higher is more similar."""
-        return self.feats[q_idx] @ self.feats[s_idx].T
-
-    def class_sim(
-        self, q_idx: np.ndarray, s_idx: np.ndarray, s_labels: np.ndarray, classes: np.ndarray
-    ) -> np.ndarray:
-        """(Q, C) similarity of each query to each class in ``classes``, from its support items."""
-        onehot = (s_labels[:, None] == classes[None, :]).astype(np.float32)  # (S, C)
-        counts = onehot.sum(0)
-        if np.any(counts == 0):
-            raise ValueError("every class needs at least one support item")
-        if self.aggregation == "prototype":
-            protos = onehot.T @ (self.feats if self.raw is None else self.raw)[s_idx]
-            protos /= np.maximum(np.linalg.norm(protos, axis=1, keepdims=True), 1e-12)
-            return self.feats[q_idx] @ protos.T
-        sims = self.pair_sim(q_idx, s_idx)
-        if self.aggregation == "images":
-            # Nearest support image of each class.
-            masked = np.where(onehot.T[None, :, :] > 0, sims[:, None, :], -np.inf)
-            return masked.max(axis=2)
-        return (sims @ onehot) / counts
-
-
 class Embedder(ABC):
     """A similarity method: images in, one feature vector per image out."""
 
     spec: MethodSpec
     batch_size: int = 256
+    # Declared capability: ``embed_text`` maps text into the image embedding space (CLIP).
+    text_encoder: ClassVar[bool] = False
+
+    @property
+    def method_id(self) -> str:
+        """This instance's identity in results and search manifests: the name for a method
+        without weights of its own, ``name.TAG`` for a checkpoint (``triplet.cifar10-r20``)."""
+        return self.spec.name
+
+    def weights_sha256(self) -> str | None:
+        """SHA-256 of the weights behind this instance, None when it has none of its own; it
+        tells apart two instances whose ids agree (``registry.distinct_ids``)."""
+        return None
 
     @abstractmethod
     def embed(self, images: np.ndarray) -> np.ndarray:
@@ -104,7 +78,7 @@ class Embedder(ABC):
     def scorer(self, feats: np.ndarray, class_names: list[str]) -> Scorer:
         """The scorer for a pool of this method's features (``class_names``: the dataset's)."""
         del class_names  # image-only methods ignore class names
-        return Scorer(feats, self.spec.support_aggregation)
+        return CosineScorer(feats, self.spec.support_aggregation)
 
     def trained_classes(self) -> set[str]:
         """Names of the classes this method's weights were trained or selected on.
@@ -114,8 +88,16 @@ class Embedder(ABC):
         return set()
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
-        """Text -> float32 (N, D) in the image embedding space, for methods with a text tower."""
+        """Text -> float32 (N, D) in the image embedding space (when ``text_encoder``)."""
         raise UserError(f"method {self.spec.name!r} has no text encoder; use a CLIP method")
+
+    def use_backend(self, backend: Backend) -> None:
+        """Run this method's network on ``backend`` from now on (``--backend``); a one-line error
+        for methods that are not a single network."""
+        raise UserError(
+            f"method {self.spec.name!r} is not a single network, so the {backend.name} backend "
+            "cannot run it; use its own embedding (no --backend)"
+        )
 
     def as_module(self) -> torch.nn.Module | None:
         """The whole method as one torch module, for export and inference backends.
@@ -131,6 +113,51 @@ class Embedder(ABC):
         return {"spec": self.spec.to_dict()}
 
 
+def reference_runner(module: torch.nn.Module, device: str = "cpu") -> Backend:
+    """The reference runner of a network: ``TorchBackend`` in strict fp32, eager, contiguous
+    (NCHW) weights. Every method's own embedding runs on it, ``bench.parity`` and export judge
+    every other backend against it."""
+    from imsim.backends.torch_backend import TorchBackend
+
+    return TorchBackend(module, "fp32", device, channels_last=False, compile=False)
+
+
+class NetworkEmbedder(Embedder):
+    """A method that is one torch network (``module``, the ``as_module`` contract), run by a
+    runner: an inference backend.
+
+    The runner defaults to ``reference_runner`` on ``device``, created on first use;
+    ``use_backend`` swaps it (``--backend``), so accuracy, parity, export checks, fps and search
+    all run a network through the one ``Backend.embed`` path.
+    """
+
+    module: torch.nn.Module
+    device: str = "cpu"
+    _runner: Backend | None = None
+
+    def runner_module(self) -> torch.nn.Module:
+        """The module the default runner runs: ``module`` (CLIP's seed recipe: raw features)."""
+        return self.module
+
+    @property
+    def runner(self) -> Backend:
+        """What runs the network: the backend given to ``use_backend``, else the reference."""
+        if self._runner is None:
+            self._runner = reference_runner(self.runner_module(), self.device)
+        return self._runner
+
+    def use_backend(self, backend: Backend) -> None:
+        self._runner = backend
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        if len(check_images(images)) == 0:
+            return np.zeros((0, self.spec.embedding_dim), dtype=np.float32)
+        return self.runner.embed(images)
+
+    def as_module(self) -> torch.nn.Module:
+        return self.module
+
+
 def check_images(images: np.ndarray) -> np.ndarray:
     """Validate the embedder input contract; returns the array unchanged."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
@@ -143,20 +170,22 @@ def check_images(images: np.ndarray) -> np.ndarray:
     return images
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+class Embeds(Protocol):
+    """Anything with the embedder contract's ``embed``: a method or a backend (runner)."""
+
+    def embed(self, images: np.ndarray) -> np.ndarray: ...
 
 
 def embed_all(
-    embedder: Embedder, images: np.ndarray, desc: str = "embed", batch_size: int | None = None
+    embedder: Embeds, images: np.ndarray, desc: str = "embed", batch_size: int | None = None
 ) -> np.ndarray:
-    """Embed a whole array in batches with a progress bar."""
+    """Embed a whole array in batches with a progress bar, with a method or a runner."""
     check_images(images)
-    bs = batch_size or embedder.batch_size
+    bs = batch_size or getattr(embedder, "batch_size", Embedder.batch_size)
     out = []
     for i in tqdm(range(0, len(images), bs), desc=desc, unit="batch", leave=False, mininterval=1):
         out.append(np.asarray(embedder.embed(images[i : i + bs]), dtype=np.float32))
     if not out:
-        return np.zeros((0, embedder.spec.embedding_dim), dtype=np.float32)
+        spec = getattr(embedder, "spec", None)
+        return np.zeros((0, spec.embedding_dim if spec else 0), dtype=np.float32)
     return np.concatenate(out)

@@ -40,8 +40,9 @@ from imsim.classical import ssim as ssim_kernels
 from imsim.classical.fusion import Fusion, fit_fusion
 from imsim.data.types import Split
 from imsim.errors import UserError
-from imsim.methods.base import Embedder, MethodSpec, Scorer, check_images
+from imsim.methods.base import Embedder, MethodSpec, check_images
 from imsim.methods.registry import register
+from imsim.scoring import PairwiseScorer
 
 COMPONENTS = ("ssim", "hist", "keypoints")
 _HEADER = 2  # H, W
@@ -105,8 +106,8 @@ def color_histograms(images: np.ndarray, recipe: Recipe) -> np.ndarray:
     return h / np.maximum(h.sum(axis=1, keepdims=True), 1)
 
 
-class ClassicalScorer(Scorer):
-    """Pairwise scores of the classical components over one pool of images.
+class ClassicalScorer(PairwiseScorer):
+    """Pairwise scores of the classical components over one pool of images (no vectors).
 
     Per image, once, for the components in use: working-size image, color histogram, SSIM
     grayscale, SIFT descriptors. Per ``pair_sim`` call: SSIM window statistics of the
@@ -122,7 +123,7 @@ class ClassicalScorer(Scorer):
         query_chunk: int = 256,
         prepare_chunk: int = 256,
     ) -> None:
-        super().__init__(feats, recipe.aggregation)  # type: ignore[arg-type]
+        super().__init__(recipe.aggregation)  # type: ignore[arg-type]
         self.recipe = recipe
         self.components = components
         self.fusion = fusion
@@ -244,7 +245,7 @@ class ClassicalEmbedder(Embedder):
                 if len(self.components) > 1
                 else "none"
             ),
-            distance=f"classical: {' + '.join(self.components)}",
+            pairwise=True,
             support_aggregation=r.aggregation,  # type: ignore[arg-type]
             fits_on_seen=fitted,
         )
@@ -328,7 +329,9 @@ class ClassicalEmbedder(Embedder):
 
 def _factory(name: str, components: tuple[str, ...], help: str):
     @register(name, help=help)
-    def create(recipe: str = "default", **_: object) -> ClassicalEmbedder:
+    def create(arg: str | None = None, *, recipe: str = "default") -> ClassicalEmbedder:
+        if arg:
+            raise UserError(f"{name} takes no :ARG; choose its pipeline with --recipe")
         return ClassicalEmbedder(name, components, recipe)
 
     return create

@@ -24,10 +24,11 @@ import numpy as np
 from imsim.clip import ClipImageModule, LoadedClip, load_clip, unavailable
 from imsim.data.types import Split
 from imsim.errors import UserError
-from imsim.methods.base import Embedder, MethodSpec, Scorer, check_images, embed_all, l2_normalize
+from imsim.methods.base import MethodSpec, NetworkEmbedder, embed_all, l2_normalize
 from imsim.methods.registry import register
-from imsim.protocols import episodes
+from imsim.protocols import Episodes
 from imsim.protocols.seed import SHOTS
+from imsim.scoring import CosineScorer
 
 # CLIP's zero-shot prompts for CIFAR-10/100 (openai/CLIP, data/prompts.md): photos of low
 # resolution, like the 32x32 images evaluated here.
@@ -61,7 +62,7 @@ def clean_name(name: str) -> str:
     return " ".join(name.replace("_", " ").split())
 
 
-class ClipTextScorer(Scorer):
+class ClipTextScorer(CosineScorer):
     """Prototype image similarity fused with the query's similarity to each ranked class's text.
 
     ``class_text`` maps the class indices being ranked to their (C, D) text embeddings, so only
@@ -88,15 +89,19 @@ class ClipTextScorer(Scorer):
         return (1.0 - self.text_weight) * image + self.text_weight * text
 
 
-class ClipEmbedder(Embedder):
-    """Frozen open_clip image embeddings (L2-normalized), classes scored by prototype."""
+class ClipEmbedder(NetworkEmbedder):
+    """Frozen open_clip image embeddings (L2-normalized), classes scored by prototype; the image
+    module runs on the method's runner (``NetworkEmbedder``), text on ``LoadedClip``."""
 
     base_name = "clip"
+    text_encoder = True
 
     def __init__(self, clip: LoadedClip, batch_size: int = 256, recipe: str = "default") -> None:
         if recipe not in ("default", "seed"):
             raise UserError(f"unknown recipe {recipe!r} for {self.base_name}; use default or seed")
         self.clip = clip
+        self.module = clip.image
+        self.device = clip.device
         self.batch_size = batch_size
         # seed: the study's prototype, the mean of raw get_image_features outputs (embed returns
         # them raw; the scorer normalizes); default: the mean of unit embeddings.
@@ -115,18 +120,17 @@ class ClipEmbedder(Embedder):
             support_aggregation="prototype",
         )
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        return self.clip.embed_images(check_images(images), normalize=self.recipe != "seed")
+    def runner_module(self) -> ClipImageModule:
+        """The seed recipe's default runner returns the raw features its prototypes average (a
+        backend given with ``--backend`` runs the exported, normalized graph)."""
+        return self.clip.image_module(normalize=self.recipe != "seed")
 
-    def scorer(self, feats: np.ndarray, class_names: list[str]) -> Scorer:
+    def scorer(self, feats: np.ndarray, class_names: list[str]) -> CosineScorer:
         del class_names
-        return Scorer(feats, "prototype", raw_prototypes=self.recipe == "seed")
+        return CosineScorer(feats, "prototype", raw_prototypes=self.recipe == "seed")
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         return self.clip.embed_text(list(texts))
-
-    def as_module(self) -> ClipImageModule:
-        return self.clip.image
 
     def describe(self) -> dict:
         return {"spec": self.spec.to_dict(), **self.clip.describe()}
@@ -207,20 +211,15 @@ class ClipTextEmbedder(ClipEmbedder):
         feats = embed_all(self, seen.images[pick], desc="fit clip-text", batch_size=self.batch_size)
         ways = min(10, len(classes))
         lookup = self._lookup(class_names)
+        sampler = Episodes(
+            ways=ways, shots=SHOTS, queries=queries, episodes=self.fit_episodes, seed=0
+        )
         accuracy = []
         for w in TEXT_WEIGHTS:
-            (row,) = episodes.evaluate(
-                ClipTextScorer(feats, lookup, w),
-                labels,
-                tuple(int(c) for c in classes),
-                "fit",
-                ways=ways,
-                shots=SHOTS,
-                queries=queries,
-                episodes=self.fit_episodes,
-                seed=0,
+            accs, _ = sampler.accuracies(
+                ClipTextScorer(feats, lookup, w), labels, tuple(int(c) for c in classes)
             )
-            accuracy.append(row["value"])
+            accuracy.append(float(accs.mean()))
         best = max(
             range(len(TEXT_WEIGHTS)), key=lambda i: (accuracy[i], -abs(TEXT_WEIGHTS[i] - 0.5))
         )
@@ -262,7 +261,6 @@ def create_clip(
     device: str = "cpu",
     batch_size: int = 256,
     recipe: str = "default",
-    **_: object,
 ) -> ClipEmbedder:
     _no_arg("clip", arg)
     return ClipEmbedder(load_clip(clip_model, pretrained, device), batch_size, recipe)
@@ -277,7 +275,6 @@ def create_clip_text(
     device: str = "cpu",
     batch_size: int = 256,
     recipe: str = "default",
-    **_: object,
 ) -> ClipTextEmbedder:
     _no_arg("clip-text", arg)
     return ClipTextEmbedder(load_clip(clip_model, pretrained, device), recipe, batch_size)

@@ -38,5 +38,5 @@ class ColorHistEmbedder(Embedder):
 
 
 @register("color-hist", help="8x8x8 RGB color histogram (baseline)")
-def create(**_: object) -> ColorHistEmbedder:
+def create() -> ColorHistEmbedder:
     return ColorHistEmbedder()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imsim.methods.base import Embedder, MethodSpec, check_images
+from imsim.methods.base import MethodSpec, NetworkEmbedder
 from imsim.methods.registry import register
 
 
@@ -24,13 +23,16 @@ class PixelsModule(torch.nn.Module):
         return F.normalize(x, dim=1, eps=1e-12)
 
 
-class PixelsEmbedder(Embedder):
+class PixelsEmbedder(NetworkEmbedder):
     """Pixels averaged down to ``size`` x ``size``; mean and scale removed per image, so cosine
-    similarity compares the pattern rather than the overall brightness."""
+    similarity compares the pattern rather than the overall brightness. A network like the
+    trained ones (``PixelsModule``), so it runs on any backend."""
 
-    def __init__(self, size: int = 8) -> None:
+    def __init__(self, size: int = 8, device: str = "cpu", batch_size: int = 256) -> None:
         self.size = size
         self.module = PixelsModule(size).eval()
+        self.device = device
+        self.batch_size = batch_size
         self.spec = MethodSpec(
             name="pixels",
             embedding_dim=3 * size * size,
@@ -38,17 +40,10 @@ class PixelsEmbedder(Embedder):
             normalization="per-image zero mean, unit L2 norm",
         )
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.module(torch.from_numpy(check_images(images))).numpy()
-
-    def as_module(self) -> torch.nn.Module:
-        return self.module
-
     def describe(self) -> dict:
         return {"spec": self.spec.to_dict(), "size": self.size}
 
 
 @register("pixels", help="raw pixels, area-downsampled to 8x8 (baseline)")
-def create(**_: object) -> PixelsEmbedder:
-    return PixelsEmbedder()
+def create(*, device: str = "cpu", batch_size: int = 256) -> PixelsEmbedder:
+    return PixelsEmbedder(device=device, batch_size=int(batch_size))

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from imsim.checkpoints import checkpoint_paths, load_checkpoint, load_state
 from imsim.errors import UserError
-from imsim.methods.base import Embedder, MethodSpec, check_images
+from imsim.methods.base import MethodSpec, NetworkEmbedder
 from imsim.models import EmbeddingModule, Preprocess, build_network, embedding_dim
 
 TRAINED_METHODS = ("triplet", "contrastive", "autoencoder")
@@ -39,19 +38,43 @@ def load_embedding_module(
     return EmbeddingModule(network, preprocess).eval(), cfg
 
 
-class TrainedEmbedder(Embedder):
-    """A network from a ``python -m train`` checkpoint."""
+def arch_tag(arch: dict) -> str:
+    """A short tag of a network description: ``r20`` (ResNet-20), ``vit-tiny``, ``autoencoder``."""
+    name = str(arch.get("name", "net"))
+    if name == "resnet_cifar" and arch.get("depth"):
+        return f"r{arch['depth']}"
+    if name == "vit_cifar":
+        return f"vit-{arch.get('size') or arch.get('width', '')}".rstrip("-")
+    return name.replace("_", "-")
+
+
+def checkpoint_tag(weights: Path, arch: dict) -> str:
+    """The checkpoint's folder name and its network's tag, ``cifar10-r20``; a family the folder
+    name already ends with is not repeated (``cifar10-vit`` and ``vit-tiny``: ``cifar10-vit-tiny``).
+    """
+    folder = weights.resolve().parent.name or "checkpoint"
+    tag = arch_tag(arch)
+    head = tag.split("-")[0]
+    if folder == head or folder.endswith("-" + head):
+        folder = folder[: -len(head)].rstrip("-")
+    return "-".join(p for p in (folder, tag) if p)
+
+
+class TrainedEmbedder(NetworkEmbedder):
+    """A network from a ``python -m train`` checkpoint, run by its runner (``NetworkEmbedder``)."""
 
     def __init__(
         self, name: str, path: str | Path, device: str = "cpu", batch_size: int = 256
     ) -> None:
         self.module, self.config = load_embedding_module(path, method=name)
-        self.path = str(checkpoint_paths(path)[0])
+        weights = checkpoint_paths(path)[0]
+        self.path = str(weights)
+        self.tag = checkpoint_tag(weights, self.config["arch"])
         try:
-            self.device = torch.device(device)
-            self.module.to(self.device)
+            self.module.to(torch.device(device))
         except (RuntimeError, AssertionError) as e:
             raise UserError(f"cannot use device {device!r} for {name}: {e}") from None
+        self.device = device
         self.batch_size = batch_size
         self.spec = MethodSpec(
             name=name,
@@ -59,16 +82,14 @@ class TrainedEmbedder(Embedder):
             input_size=int(self.config["preprocess"]["input_size"]),
             normalization="RGB / 255, CIFAR mean/std, L2-normalized embedding",
             support_aggregation="mean",
-            needs_training=True,
         )
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(check_images(images)).to(self.device)
-        with torch.inference_mode():
-            return self.module(x).cpu().numpy()
+    @property
+    def method_id(self) -> str:
+        return f"{self.spec.name}.{self.tag}"
 
-    def as_module(self) -> torch.nn.Module:
-        return self.module
+    def weights_sha256(self) -> str | None:
+        return self.config.get("weights_sha256")
 
     def trained_classes(self) -> set[str]:
         split = self.config.get("split") or {}
@@ -85,8 +106,9 @@ class TrainedEmbedder(Embedder):
 
 
 def create_trained(
-    name: str, path: str | None, device: object = "cpu", batch_size: object = 256
+    name: str, path: str | None, device: str = "cpu", batch_size: int = 256
 ) -> TrainedEmbedder:
+    """A trained method from ``NAME:PATH``, or a one-line error saying how to make a checkpoint."""
     if not path:
         raise UserError(
             f"{name} needs a checkpoint: --methods {name}:PATH "

@@ -9,7 +9,7 @@ from imsim.methods.trained import TrainedEmbedder, create_trained
 @register(
     "triplet", in_all=False, help="Siamese network trained with a triplet loss; triplet:CHECKPOINT"
 )
-def create(path: str | None = None, **options: object) -> TrainedEmbedder:
-    return create_trained(
-        "triplet", path, options.get("device", "cpu"), options.get("batch_size", 256)
-    )
+def create(
+    path: str | None = None, *, device: str = "cpu", batch_size: int = 256
+) -> TrainedEmbedder:
+    return create_trained("triplet", path, device, batch_size)

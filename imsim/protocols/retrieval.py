@@ -9,10 +9,14 @@ pytorch-metric-learning's ``AccuracyCalculator``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from imsim.methods.base import Scorer
+from imsim.errors import UserError
+from imsim.protocols.base import Protocol
 from imsim.results import record
+from imsim.scoring import Scorer
 
 
 def retrieval_metrics(
@@ -54,15 +58,32 @@ def retrieval_metrics(
     return out
 
 
-def evaluate(
-    scorer: Scorer, labels: np.ndarray, unseen: tuple[int, ...], method: str
-) -> list[dict]:
-    labels = np.asarray(labels)
-    idx = np.flatnonzero(np.isin(labels, np.asarray(unseen)))
-    sims = scorer.pair_sim(idx, idx)
-    metrics = retrieval_metrics(sims, labels[idx])
-    excluded = int(metrics.pop("n_excluded"))
-    return [
-        record(method, "retrieval", m, v, n_queries=len(idx) - excluded, n_excluded=excluded)
-        for m, v in metrics.items()
-    ]
+@dataclass(frozen=True)
+class Retrieval(Protocol):
+    """Every image of ``classes`` queries all the others: Recall@k for each of ``ks``, mAP@R."""
+
+    name = "retrieval"
+    ks: tuple[int, ...] = (1, 5)
+
+    def __post_init__(self) -> None:
+        if not self.ks or min(self.ks) < 1:
+            raise UserError(f"retrieval needs recall cut-offs k >= 1, got {self.ks}")
+
+    def evaluate(
+        self,
+        scorer: Scorer,
+        labels: np.ndarray,
+        classes: tuple[int, ...],
+        method: str,
+        class_names: list[str] | None = None,
+    ) -> list[dict]:
+        del class_names  # no error here names a class
+        labels = np.asarray(labels)
+        idx = np.flatnonzero(np.isin(labels, np.asarray(classes)))
+        sims = scorer.pair_sim(idx, idx)
+        metrics = retrieval_metrics(sims, labels[idx], self.ks)
+        excluded = int(metrics.pop("n_excluded"))
+        return [
+            record(method, self.name, m, v, n_queries=len(idx) - excluded, n_excluded=excluded)
+            for m, v in metrics.items()
+        ]

@@ -12,13 +12,15 @@ number carries a 95% Wilson interval over its queries (``ci95_low``, ``ci95_high
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import comb
 
 import numpy as np
 
 from imsim.errors import UserError
-from imsim.methods.base import Scorer
+from imsim.protocols.base import Protocol
 from imsim.results import record
+from imsim.scoring import Scorer
 
 SHOTS = 5
 
@@ -81,46 +83,62 @@ def topk_hits(
     return (candidate_labels[top] == query_labels[:, None]).any(axis=1)
 
 
-def evaluate(
-    scorer: Scorer,
-    labels: np.ndarray,
-    unseen: tuple[int, ...],
-    method: str,
-    shots: int = SHOTS,
-    k: int | None = None,
-) -> list[dict]:
-    """Top-k (the study's number) and top-1 under the seed protocol, with chance levels."""
-    labels = np.asarray(labels)
-    classes = np.asarray(sorted(unseen))
-    n = len(classes)
-    k = default_k(n) if k is None else k
-    s_idx, q_idx = seed_split(labels, unseen, shots)
-    s_lab, q_lab = labels[s_idx], labels[q_idx]
-    by_images = scorer.aggregation == "images"
-    if by_images:
-        scores, cand = scorer.pair_sim(q_idx, s_idx), s_lab
-    else:
-        scores, cand = scorer.class_sim(q_idx, s_idx, s_lab, classes), classes
-    rows = []
-    for kk in dict.fromkeys([k, 1]):
-        hits = topk_hits(scores, cand, q_lab, kk)
-        low, high = wilson_interval(int(hits.sum()), len(hits))
-        rows.append(
-            record(
-                method,
-                "seed",
-                f"top{kk}",
-                hits.mean(),
-                ci95_low=low,
-                ci95_high=high,
-                ci95_method="wilson over queries",
-                chance=chance(kk, n, shots, by_images),
-                k=kk,
-                n_classes=n,
-                n_queries=len(q_idx),
-                shots=shots,
-                ranks="support images" if by_images else "classes",
-                n_candidates=len(cand),
+@dataclass(frozen=True)
+class Seed(Protocol):
+    """Top-k (the study's number) and top-1 under the seed protocol, with chance levels.
+
+    ``shots``: support images per class (the study's 5); ``k``: None = half the class count.
+    """
+
+    name = "seed"
+    shots: int = SHOTS
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.shots < 1 or (self.k is not None and self.k < 1):
+            raise UserError(f"the seed protocol needs shots >= 1 and k >= 1, got {self}")
+
+    def evaluate(
+        self,
+        scorer: Scorer,
+        labels: np.ndarray,
+        classes: tuple[int, ...],
+        method: str,
+        class_names: list[str] | None = None,
+    ) -> list[dict]:
+        del class_names  # unused: every error here is about counts, not names
+        labels = np.asarray(labels)
+        ranked = np.asarray(sorted(classes))
+        n = len(ranked)
+        k = default_k(n) if self.k is None else self.k
+        shots = self.shots
+        s_idx, q_idx = seed_split(labels, classes, shots)
+        s_lab, q_lab = labels[s_idx], labels[q_idx]
+        by_images = scorer.aggregation == "images"
+        if by_images:
+            scores, cand = scorer.pair_sim(q_idx, s_idx), s_lab
+        else:
+            scores, cand = scorer.class_sim(q_idx, s_idx, s_lab, ranked), ranked
+        rows = []
+        for kk in dict.fromkeys([k, 1]):
+            hits = topk_hits(scores, cand, q_lab, kk)
+            low, high = wilson_interval(int(hits.sum()), len(hits))
+            rows.append(
+                record(
+                    method,
+                    self.name,
+                    f"top{kk}",
+                    hits.mean(),
+                    ci95_low=low,
+                    ci95_high=high,
+                    ci95_method="wilson over queries",
+                    chance=chance(kk, n, shots, by_images),
+                    k=kk,
+                    n_classes=n,
+                    n_queries=len(q_idx),
+                    shots=shots,
+                    ranks="support images" if by_images else "classes",
+                    n_candidates=len(cand),
+                )
             )
-        )
-    return rows
+        return rows

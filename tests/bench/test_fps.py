@@ -7,7 +7,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench import fps
 from export.__main__ import main as export_main
-from imsim.backends import BackendOptions, create_backend
+from imsim.backends import BackendOptions, create_backend, options_from_args
+from imsim.backends.setup import setup_stem
 from imsim.errors import UserError
 from imsim.hardware import forced
 from imsim.methods import create_method
@@ -211,16 +212,12 @@ def test_onnxruntime_runs_through_the_same_steps(registered, tmp_path):
         buffers=2,
     )
     assert rows[0]["status"] == "ok" and rows[0]["backend"] == "onnxruntime"
-    assert (
-        fps.setup_name(
-            "clip[random-weights]",
-            backend,
-            fps.build_parser().parse_args(
-                ["--method", "x", "--backend", "onnxruntime", "--threads", "2"]
-            ),
-        )
-        == "clip-random-weights-onnxruntime-t2-fp32-cpu"
+    args = fps.build_parser().parse_args(
+        ["--method", "x", "--backend", "onnxruntime", "--threads", "2"]
     )
+    options = options_from_args(args).to_dict()
+    stem = setup_stem("clip[random-weights]", backend.describe(), options)
+    assert stem == "clip-random-weights-onnxruntime-t2-fp32-cpu"
 
 
 def test_bad_arguments_are_one_line_errors(registered):
@@ -276,7 +273,7 @@ def test_fp16_peak_on_a_cpu_without_fp16_math_is_the_fp32_rate():
 
 def test_trt_needs_no_precision_to_find_the_engine_make_engines_builds():
     from engines.build import build_parser as engines_parser
-    from imsim.backends import backend_class, options_from_args
+    from imsim.backends import backend_class
     from imsim.cli import preflight
 
     args = fps.build_parser().parse_args(["--backend", "trt", "--method", "pixels"])

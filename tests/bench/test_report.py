@@ -2,12 +2,15 @@ import json
 
 import pytest
 
-from bench import report
+from bench.report.build import build_report, main
+from bench.report.identity import model_label
+from bench.report.ladder import ladder_points, ladder_rows, parse_ladder_batches
+from bench.report.load import fps_setups, load_documents
 from imsim.errors import UserError
 from imsim.results import make_results, record, write_json_atomic
 
 
-def _fps(path, method, backend, rows, created="2026-01-01T00:00:00+00:00"):
+def _fps(path, method, backend, rows, created="2026-01-01T00:00:00+00:00", cpu=None):
     recs = []
     for batch, ips in rows:
         if ips is None:
@@ -52,6 +55,8 @@ def _fps(path, method, backend, rows, created="2026-01-01T00:00:00+00:00"):
         load_average={"start": [0.5, 0.5, 0.5], "end": [0.6, 0.5, 0.5]},
     )
     doc["created"] = created
+    if cpu is not None:  # another machine
+        doc["env"]["cpu"] = cpu
     write_json_atomic(path, doc)
 
 
@@ -107,7 +112,7 @@ def test_report_joins_accuracy_throughput_and_parity(tmp_path):
     _parity(r / "parity" / "ort.json", "net", ORT, False)
     (r / "not-results.json").write_text(json.dumps([1, 2]))
     plot = r / "report.png"
-    text = report.build_report(r, {"net": 32}, plot)
+    text = build_report(r, {"net": 32}, plot)
     assert plot.stat().st_size > 1000
     lines = text.splitlines()
     # The fastest CPU setup is onnxruntime, but its parity FAILed: the comparison takes bf16.
@@ -126,16 +131,16 @@ def test_report_joins_accuracy_throughput_and_parity(tmp_path):
 def test_report_command_writes_files_and_refuses_empty_folders(tmp_path, capsys):
     r = tmp_path / "results"
     _accuracy(r / "acc.json", "net", 0.5)
-    assert report.main(["--results", str(r), "--target-batch", "net=32"]) == 0
+    assert main(["--results", str(r), "--target-batch", "net=32"]) == 0
     assert (r / "REPORT.md").read_text().startswith("# imsim")
     assert "| net |" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no accuracy, parity or fps results"):
-        report.main(["--results", str(tmp_path / "empty")])
+        main(["--results", str(tmp_path / "empty")])
     with pytest.raises(UserError, match="METHOD=BATCH"):
-        report.main(["--results", str(r), "--target-batch", "net"])
+        main(["--results", str(r), "--target-batch", "net"])
     with pytest.raises(UserError, match="not found"):
-        report.main(["--results", str(tmp_path / "nope")])
+        main(["--results", str(tmp_path / "nope")])
 
 
 def test_methods_are_named_with_their_network(tmp_path):
@@ -153,17 +158,15 @@ def test_methods_are_named_with_their_network(tmp_path):
     doc = json.loads(doc_path.read_text())
     doc["method"] = {"arch": {"name": "resnet_cifar", "depth": 56}}
     doc_path.write_text(json.dumps(doc))
-    text = report.build_report(r, {}, None)
+    text = build_report(r, {}, None)
     assert "| triplet (ResNet-20) | 60.00 ± 1.00 |  |  |  |" in text  # no speed for ResNet-20
     assert "| triplet (ResNet-56) | torch bf16 |" in text
-    assert report.model_label({"clip_model": "ViT-B-32"}) == "ViT-B-32"
-    assert report.model_label({"spec": {}}) is None
+    assert model_label({"clip_model": "ViT-B-32"}) == "ViT-B-32"
+    assert model_label({"spec": {}}) is None
     seed = {"arch": {"name": "resnet_cifar", "depth": 20}, "recipe": {"name": "seed"}}
-    assert report.model_label(seed) == "ResNet-20, seed recipe"
-    assert report.model_label({"recipe": "seed"}) == "seed recipe"
-    assert report.model_label({"arch": {"name": "autoencoder"}, "recipe": "default"}) == (
-        "autoencoder"
-    )
+    assert model_label(seed) == "ResNet-20, seed recipe"
+    assert model_label({"recipe": "seed"}) == "seed recipe"
+    assert model_label({"arch": {"name": "autoencoder"}, "recipe": "default"}) == ("autoencoder")
 
 
 def test_unusable_files_are_named_with_the_reason(tmp_path, capsys):
@@ -182,7 +185,7 @@ def test_unusable_files_are_named_with_the_reason(tmp_path, capsys):
     (r / "parity" / "p.json").write_text(json.dumps(doc))
     (r / "training.json").write_text(json.dumps({"schema": "x", "kind": "training"}))
     (r / "binary.json").write_bytes(b"\xff\xfe\x00")
-    text = report.build_report(r, {}, None)
+    text = build_report(r, {}, None)
     err = capsys.readouterr().err
     expected = {
         "cut.json": "not valid JSON",
@@ -195,3 +198,106 @@ def test_unusable_files_are_named_with_the_reason(tmp_path, capsys):
         assert f"- `{r / name}`: skipped, {reason}" in text
     assert "1 results files of kinds not reported here: training (1)" in text
     assert "| net | 42.00 ± 0.40 |" in text  # the good file is still reported
+
+
+def _gated_parity(path, method, backend, passed, tie, cos, delta, ci, dataset="shapes"):
+    """A parity file as bench.parity writes it since the gate: gated checks and the paired delta."""
+    tags = {k: backend[k] for k in ("backend", "precision", "device")}
+    rows = [
+        record(method, "parity", "cosine_min", cos, **tags, tolerance=0.99, op=">=",
+               passed=cos >= 0.99, gate=True, level="tensor"),
+        record(method, "parity", "top1_agreement_tie_aware", tie, **tags, tolerance=0.99,
+               op=">=", passed=tie >= 0.99, gate=True, level="task"),
+        record(method, "parity", "top1_agreement", 0.7, **tags, tolerance=0.99, op=">=",
+               passed=False, gate=False, level="task"),
+        record(method, "seed", "top1_delta_points", 0.1, **tags, tolerance=0.3, op="abs<=",
+               passed=True, gate=False, level="task"),
+        record(method, "episodes", "top1_delta_points", delta, **tags, tolerance=0.5,
+               op="ci within +-", passed=abs(delta) + ci <= 0.5, gate=True, level="task",
+               ci95=ci, paired_episodes=1000),
+    ]  # fmt: skip
+    doc = make_results(
+        "parity", rows, config={}, passed=passed, backend=backend, dataset={"name": dataset}
+    )
+    write_json_atomic(path, doc)
+
+
+ORT_INT8 = {**ORT, "precision": "int8"}
+OV_FP16 = {"backend": "openvino", "precision": "fp16", "device": "cpu", "threads": 2}
+
+
+def _ladder_tree(r):
+    _fps(r / "fps" / "ref.json", "net", TORCH_REF, [(32, 50.0), (256, 100.0)])
+    _fps(r / "fps" / "bf16.json", "net", TORCH_BF16, [(32, 200.0), (256, 250.0)])
+    _fps(r / "fps" / "int8.json", "net", ORT_INT8, [(32, 300.0)])  # not measured at 256
+    # bf16 on a second machine that has no torch fp32 run: no ratio, never one across machines.
+    _fps(r / "fps" / "other.json", "net", TORCH_BF16, [(256, 400.0)], cpu="Other CPU")
+    _gated_parity(r / "parity" / "int8.json", "net", ORT_INT8, True, 0.998, 0.995, -0.08, 0.09)
+    _gated_parity(r / "parity" / "ov.json", "net", OV_FP16, False, 0.97, 0.999, 0.2, 0.4)
+    _parity(r / "parity" / "bf16.json", "net", TORCH_BF16, False)  # before the gate
+
+
+def _ladder_lines(text):
+    table = text.split("## Precision ladder", 1)[1].split("\n## ", 1)[0]
+    return {
+        (cells[1], cells[2]): cells
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| precision")
+        for cells in [[c.strip() for c in line.split("|")[1:-1]]]
+    }
+
+
+def test_precision_ladder_ratios_verdicts_and_missing_cells(tmp_path):
+    r = tmp_path / "results"
+    _ladder_tree(r)
+    text = build_report(r, {}, None)
+    assert "### net, batch 256" in text  # the largest batch any setup measured
+    rows = _ladder_lines(text)
+    here = next(k[1] for k in rows if k[0] == "torch fp32 NCHW")
+    # precision | setup | machine | images/s | ratio | data | tie-aware | cos | paired | gate
+    ref = rows[("torch fp32 NCHW", here)]
+    assert ref[0] == "fp32" and ref[3:5] == ["100.0", "1.00x"] and ref[-1] == "reference"
+    bf16 = rows[("torch bf16", here)]
+    assert bf16[3:5] == ["250.0", "2.50x"]
+    assert bf16[5:] == [
+        "shapes",
+        "not measured",
+        "1.0e-04",
+        "not measured",
+        "FAIL (pre-gate checks)",
+    ]
+    other = next(v for k, v in rows.items() if k[1].startswith("CPU Other CPU"))
+    assert other[3:5] == ["400.0", "not measured"]
+    int8 = rows[("onnxruntime int8 opt all", here)]
+    assert int8[0] == "int8" and int8[3:5] == ["not measured", "not measured"]
+    assert int8[5:] == ["shapes", "99.80%", "5.0e-03", "-0.08 ± 0.09, 1000 episodes", "PASS"]
+    ov = rows[("openvino fp16 2 threads", "not measured")]  # parity only: no speed invented
+    assert ov[3:5] == ["not measured", "not measured"] and ov[-1] == "FAIL"
+    assert ov[8] == "+0.20 ± 0.40, 1000 episodes"
+    order = [k[0] for k in rows]
+    assert order.index("torch fp32 NCHW") < order.index("openvino fp16 2 threads")
+    assert order.index("openvino fp16 2 threads") < order.index("torch bf16")
+    assert order.index("torch bf16") < order.index("onnxruntime int8 opt all")
+
+
+def test_ladder_batch_option_and_the_speedup_plot(tmp_path):
+    r = tmp_path / "results"
+    _ladder_tree(r)
+    plot = tmp_path / "report.png"
+    text = build_report(r, {}, plot, parse_ladder_batches(["net=32"]))
+    assert "### net, batch 32" in text
+    rows = _ladder_lines(text)
+    int8 = next(v for k, v in rows.items() if k[0] == "onnxruntime int8 opt all")
+    assert int8[3:5] == ["300.0", "6.00x"]  # 300 / 50 images/s, both at batch 32
+    assert plot.stat().st_size > 1000
+    docs, _, _ = load_documents(r)
+    ladder = ladder_rows(fps_setups(docs["fps"]), docs["parity"], {None: 32})
+    (point,) = ladder_points(ladder)  # the only rung with both a speed-up and a paired delta
+    assert point.label == "net onnxruntime int8 opt all (shapes)" and point.passed
+    assert (point.speedup, point.delta, point.ci95, point.tolerance) == (6.0, -0.08, 0.09, 0.5)
+    assert parse_ladder_batches(["64", "a (b)=8"]) == {None: 64, "a (b)": 8}
+    for bad in ("net=", "=8", "net=x", "0"):
+        with pytest.raises(UserError, match="--ladder-batch"):
+            parse_ladder_batches([bad])
+    assert main(["--results", str(r), "--ladder-batch", "net=32", "--plot", str(plot)]) == 0
+    assert "### net, batch 32" in (r / "REPORT.md").read_text()

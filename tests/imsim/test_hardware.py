@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from bench import fps
-from bench.report import device_label, setup_label
+from bench.report import device_label
 from bench.setups import CPU_SETUPS, default_setups
 from bench.setups import main as setups_main
 from imsim import hardware
 from imsim.backends import BackendOptions, create_backend
+from imsim.backends.setup import setup_label
 from imsim.hardware import Capabilities, capabilities, forced
 from imsim.methods import create_method
 from imsim.results import environment
@@ -156,7 +157,8 @@ def test_backends_label_an_emulated_precision_and_warn_once(registered, capsys):
         assert d["precision"] == "bf16" and d["precision_label"] == "bf16 (emulated)"
         assert d["precision_native"] is False and setup_label(d) == "torch bf16 (emulated)"
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "runs bf16 (emulated) here" in err[0]
+        assert len(err) == 1 and "backend 'torch' runs bf16 (emulated) on AMD EPYC Zen 3" in err[0]
+        assert "only emulates it" in err[0]
         fp32 = create_backend("torch", method, BackendOptions())
         assert fp32.describe()["precision_label"] == "fp32" and capsys.readouterr().err == ""
     with forced(ZEN5):

@@ -30,6 +30,8 @@ class ColorWordsEmbedder(Embedder):
     """A method with a text encoder whose outputs are easy to compute by hand: an image is its
     L2-normalized mean RGB color, a text is the L2-normalized RGB vector of its color word."""
 
+    text_encoder = True
+
     def __init__(self) -> None:
         self.spec = MethodSpec(name="color-words", embedding_dim=3)
 

@@ -15,7 +15,14 @@ from imsim.errors import UserError
 from imsim.methods import create_method
 from imsim.methods.pixels import PixelsEmbedder
 from search.gallery import DatasetGallery, FolderGallery, ZipGallery, open_gallery
-from search.index import EMBEDDINGS, MANIFEST, BuildReport, build_index, load_index
+from search.index import (
+    EMBEDDINGS,
+    MANIFEST,
+    BuildReport,
+    build_index,
+    load_index,
+    model_options,
+)
 from search.query import Searcher
 from tests.search.helpers import save_png, solid
 
@@ -113,7 +120,11 @@ def test_failed_build_leaves_previous_index(shapes_folder: Path, tmp_path: Path)
 def test_manifest_records_provenance(shapes_folder: Path, tmp_path: Path) -> None:
     _build(shapes_folder, tmp_path / "ix", image_size=24)
     m = json.loads((tmp_path / "ix" / MANIFEST).read_text())
-    assert m["method"]["item"] == "pixels" and m["method"]["options"] == OPTS
+    # The model options the method declares (pixels: none; device and batch size are runtime).
+    assert m["method"]["item"] == "pixels" and m["method"]["options"] == {}
+    assert m["method"]["id"] == "pixels" and m["method"]["text"] is False
+    clip_options = model_options("clip", {**OPTS, "device": "cuda", "batch_size": 8, "ways": 5})
+    assert clip_options == OPTS
     assert m["preprocessing"]["image_size"] == 24
     assert m["source"] == {"kind": "folder", "path": str(shapes_folder.resolve()), "under": None}
     assert m["embeddings"]["shape"] == [60, 192] and len(m["embeddings"]["sha256"]) == 64
@@ -170,3 +181,21 @@ def test_dataset_gallery(tmp_path: Path) -> None:
         open_gallery("shapes:val")
     with pytest.raises(UserError, match="neither"):
         open_gallery(str(tmp_path / "missing"))
+
+
+def test_an_index_from_before_declared_options_is_reused_and_queried(
+    shapes_folder: Path, tmp_path: Path
+) -> None:
+    # Manifests written before methods declared their options recorded every model flag and no
+    # id: the same model still, so a rebuild reuses every row and a query re-creates the method.
+    out = tmp_path / "ix"
+    _build(shapes_folder, out)
+    path = out / MANIFEST
+    m = json.loads(path.read_text())
+    del m["method"]["id"]
+    m["method"]["options"] = dict(OPTS)
+    path.write_text(json.dumps(m))
+    rep = _build(shapes_folder, out)
+    assert rep.reused == 60 and rep.embedded == 0
+    s = Searcher(load_index(out))
+    assert s.search(s.query_vector(item=s.index.items[0].key), k=1)[0].row == 0

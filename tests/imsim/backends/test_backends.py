@@ -6,7 +6,6 @@ import torch
 
 from export.__main__ import main as export_main
 from imsim.backends import (
-    BackendEmbedder,
     BackendOptions,
     create_backend,
     list_backends,
@@ -72,22 +71,28 @@ def test_torch_fp32_is_the_module_and_low_precision_is_close(registered):
 
 def test_torch_refuses_bad_precision_and_missing_cuda(registered):
     module = create_method("test-convnet").as_module()
-    with pytest.raises(UserError, match="runs fp32, fp16, bf16, not 'int8'"):
+    with pytest.raises(UserError, match="runs fp32, fp16 or bf16, not 'int8'"):
         TorchBackend(module, "int8")
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available"):
             TorchBackend(module, "fp16", device="cuda")
 
 
-def test_backend_embedder_keeps_the_method_and_swaps_the_embedding(registered):
+def test_use_backend_keeps_the_method_and_swaps_the_runner(registered):
     method = create_method("test-convnet")
-    wrapped = BackendEmbedder(method, TorchBackend(method.as_module(), "fp32"))
-    assert wrapped.spec is method.spec and wrapped.as_module() is method.as_module()
-    assert wrapped.describe()["backend"]["backend"] == "torch"
     x = nets.images(4)
-    np.testing.assert_allclose(wrapped.embed(x), method.embed(x), atol=2e-6)
+    own = method.embed(x)
+    # The default runner is the parity reference: torch fp32, eager, NCHW.
+    assert method.runner.describe()["precision"] == "fp32" and not method.runner.channels_last
+    spec, module = method.spec, method.as_module()
+    method.use_backend(TorchBackend(module, "fp32"))
+    assert method.spec is spec and method.as_module() is module
+    assert method.runner.describe()["backend"] == "torch" and method.runner.channels_last
+    np.testing.assert_allclose(method.embed(x), own, atol=2e-6)
     with pytest.raises(UserError, match="uint8"):
-        wrapped.embed(x.astype(np.float32))
+        method.embed(x.astype(np.float32))
+    with pytest.raises(UserError, match="not a single network"):
+        create_method("color-hist").use_backend(method.runner)
 
 
 def test_methods_without_a_network_are_refused(registered):

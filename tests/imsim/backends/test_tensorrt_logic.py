@@ -118,5 +118,5 @@ def test_int8_engines_are_a_precision_of_their_own(tmp_path):
     engine = engine_path(tmp_path, "triplet", "int8")
     assert engine == tmp_path / "triplet.int8.engine"
     assert "--precision int8" in rebuild_command("triplet", "int8", engine, "onnx")
-    with pytest.raises(UserError, match="engines are built in fp16, fp32, int8, not 'int4'"):
-        engine_path(tmp_path, "triplet", "int4")
+    with pytest.raises(UserError, match="runs fp16, fp32 or int8, not 'int4'"):
+        TensorRTBackend.check_precision("int4")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from imsim.clip import LoadedClip, load_clip
 from imsim.errors import UserError
+from imsim.methods.base import reference_runner
 from tests.clip_tiny import TINY_CFG, TINY_NAME, TINY_PREPROCESS, make_tiny_clip
 
 
@@ -45,7 +46,9 @@ def test_checkpoint_round_trip(clip: LoadedClip, tiny: dict[str, str]) -> None:
 
 
 def test_embeddings_shape_dtype_norm(clip: LoadedClip) -> None:
-    feats = clip.embed_images(images())
+    feats = reference_runner(clip.image).embed(images())
+    raw = reference_runner(clip.image_module(normalize=False)).embed(images())
+    np.testing.assert_allclose(feats, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
     assert feats.shape == (5, TINY_CFG["embed_dim"]) and feats.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
     assert clip.embedding_dim == TINY_CFG["embed_dim"]

@@ -73,4 +73,47 @@ def test_bench_accuracy_evaluates_a_checkpoint(tmp_path: Path) -> None:
     rows = [r for r in doc["results"] if r["method"] == "triplet"]
     assert {r["protocol"] for r in rows} == {"seed", "episodes"}
     assert all(0.0 <= r["value"] <= 1.0 for r in rows)
-    assert doc["methods"]["triplet"]["checkpoint"] == str(w)
+    mid = rows[0]["method_id"]
+    assert mid == f"triplet.{w.parent.name}-r20" and {r["method_id"] for r in rows} == {mid}
+    assert doc["methods"][mid]["checkpoint"] == str(w)
+
+
+def _cfg(arch: dict = ARCH) -> dict:
+    pre = {"input_size": 32, "mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}
+    return {"kind": "model", "method": "triplet", "arch": arch, "preprocess": pre}
+
+
+def test_a_checkpoint_has_an_id_from_its_folder_and_network(tmp_path: Path) -> None:
+    shapes = _checkpoint(tmp_path / "shapes")
+    assert create_method(f"triplet:{shapes}").method_id == "triplet.shapes-r20"
+    vit = {"name": "vit_cifar", "size": "tiny", "width": 32, "depth": 1, "heads": 2, "patch": 8,
+           "embedding_dim": 16}  # fmt: skip
+    w = save_checkpoint(
+        tmp_path / "cifar10-vit" / "triplet", build_network(vit).state_dict(), _cfg(vit)
+    )
+    assert create_method(f"triplet:{w}").method_id == "triplet.cifar10-vit-tiny"
+    assert create_method("pixels").method_id == "pixels"  # untrained: its name
+
+
+def test_two_checkpoints_of_one_method_are_two_rows(tmp_path: Path) -> None:
+    a = _checkpoint(tmp_path / "1" / "run")
+    torch.manual_seed(1)
+    b = save_checkpoint(
+        tmp_path / "2" / "run" / "triplet", build_network(ARCH).state_dict(), _cfg()
+    )
+    c = _checkpoint(tmp_path / "cifar10")
+    out = tmp_path / "acc.json"
+    accuracy.main(
+        ["--methods", f"triplet:{a},triplet:{b},triplet:{c}", "--protocol", "episodes",
+         "--episodes", "5", "--out", str(out)]
+    )  # fmt: skip
+    doc = json.loads(out.read_text())
+    ids = [r["method_id"] for r in doc["results"]]
+    assert len(ids) == 3 and len(set(ids)) == 3 and set(doc["methods"]) == set(ids)
+    assert all(r["method"] == "triplet" for r in doc["results"])
+    assert ids[2] == "triplet.cifar10-r20"
+    # a and b: the same folder name and network, so one id; their weights hashes tell them apart.
+    for mid, w in zip(ids[:2], (a, b), strict=True):
+        described = doc["methods"][mid]
+        assert mid == f"triplet.run-r20.{described['weights_sha256'][:8]}"
+        assert described["checkpoint"] == str(w)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from imsim.errors import UserError
-from imsim.methods.base import Scorer
-from imsim.protocols import episodes
+from imsim.protocols import Episodes
+from imsim.scoring import CosineScorer
 
 
 def _feats(labels, noise, seed=0):
@@ -15,8 +15,8 @@ def _feats(labels, noise, seed=0):
 
 def test_perfect_features_give_full_accuracy_and_zero_ci():
     labels = np.repeat(np.arange(12), 25)
-    (row,) = episodes.evaluate(
-        Scorer(_feats(labels, 0.0)), labels, tuple(range(12)), "m", episodes=50
+    (row,) = Episodes(episodes=50).evaluate(
+        CosineScorer(_feats(labels, 0.0)), labels, tuple(range(12)), "m"
     )
     assert row["value"] == 1.0 and row["ci95"] == 0.0
     assert row["ways"] == 10 and row["chance"] == pytest.approx(0.1)
@@ -24,9 +24,9 @@ def test_perfect_features_give_full_accuracy_and_zero_ci():
 
 def test_ci_is_normal_interval_of_episode_means():
     labels = np.repeat(np.arange(5), 40)
-    scorer = Scorer(_feats(labels, 2.0))
-    kw = dict(ways=5, shots=5, queries=15, seed=7)
-    (row,) = episodes.evaluate(scorer, labels, tuple(range(5)), "m", episodes=200, **kw)
+    scorer = CosineScorer(_feats(labels, 2.0))
+    protocol = Episodes(ways=5, shots=5, queries=15, episodes=200, seed=7)
+    (row,) = protocol.evaluate(scorer, labels, tuple(range(5)), "m")
     # Recompute the per-episode accuracies with the same sampler.
     accs = []
     rng = np.random.default_rng(7)
@@ -49,12 +49,8 @@ def test_random_features_near_chance_and_ways_capped():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(5), 30)
     f = rng.standard_normal((len(labels), 64))
-    (row,) = episodes.evaluate(
-        Scorer(f / np.linalg.norm(f, axis=1, keepdims=True)),
-        labels,
-        tuple(range(5)),
-        "m",
-        episodes=300,
+    (row,) = Episodes(episodes=300).evaluate(
+        CosineScorer(f / np.linalg.norm(f, axis=1, keepdims=True)), labels, tuple(range(5)), "m"
     )
     assert row["ways"] == 5 and abs(row["value"] - 0.2) < 3 * row["ci95"] + 0.01
 
@@ -62,11 +58,11 @@ def test_random_features_near_chance_and_ways_capped():
 def test_not_enough_images():
     labels = np.repeat(np.arange(3), 10)
     with pytest.raises(UserError, match="fewer than"):
-        episodes.evaluate(Scorer(np.eye(30)), labels, (0, 1, 2), "m")
+        Episodes().evaluate(CosineScorer(np.eye(30)), labels, (0, 1, 2), "m")
 
 
 def test_too_few_images_names_the_classes():
     labels = np.repeat(np.arange(3), 10)
     names = ["cat", "dog", "ship"]
     with pytest.raises(UserError, match=r"classes cat, dog, ship have 10 test images.*--shots"):
-        episodes.evaluate(Scorer(np.eye(30)), labels, (0, 1, 2), "m", class_names=names)
+        Episodes().evaluate(CosineScorer(np.eye(30)), labels, (0, 1, 2), "m", class_names=names)

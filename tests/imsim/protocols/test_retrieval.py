@@ -5,8 +5,9 @@ from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 
-from imsim.methods.base import Scorer
-from imsim.protocols.retrieval import evaluate, retrieval_metrics
+from imsim.protocols import Retrieval
+from imsim.protocols.retrieval import retrieval_metrics
+from imsim.scoring import CosineScorer
 
 
 def test_hand_computed_case():
@@ -67,7 +68,7 @@ def test_matches_pytorch_metric_learning():
 def test_evaluate_uses_only_unseen_pool():
     labels = np.array([0, 0, 5, 5, 6, 6])
     f = np.eye(6, dtype=np.float32)[[0, 0, 2, 2, 4, 4]]
-    rows = evaluate(Scorer(f), labels, (5, 6), "m")
+    rows = Retrieval().evaluate(CosineScorer(f), labels, (5, 6), "m")
     assert {r["metric"]: r["value"] for r in rows}["recall@1"] == 1.0
     assert rows[0]["n_queries"] == 4
 
@@ -83,8 +84,8 @@ def test_a_query_alone_in_its_class_is_left_out_like_pytorch_metric_learning():
     ref = _pml_reference(f, labels)
     assert ours["recall@1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
     assert ours["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
-    scorer = Scorer(f)
-    rows = {r["metric"]: r for r in evaluate(scorer, labels, (0, 1, 2), "x")}
+    scorer = CosineScorer(f)
+    rows = {r["metric"]: r for r in Retrieval().evaluate(scorer, labels, (0, 1, 2), "x")}
     assert rows["recall@1"]["n_queries"] == 16 and rows["recall@1"]["n_excluded"] == 1
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from imsim.errors import UserError
-from imsim.methods.base import Scorer
-from imsim.protocols import seed
+from imsim.protocols import Seed, seed
+from imsim.scoring import CosineScorer
 
 
 def test_hit_rule_top_k():
@@ -36,7 +36,7 @@ def _pool(n_classes=10, per_class=8, noise=0.0, seed_=0):
 @pytest.mark.parametrize("agg", ["mean", "prototype", "images"])
 def test_perfect_features_score_one(agg):
     feats, labels = _pool()
-    rows = seed.evaluate(Scorer(feats, agg), labels, tuple(range(90, 100)), "m")
+    rows = Seed().evaluate(CosineScorer(feats, agg), labels, tuple(range(90, 100)), "m")
     assert [r["metric"] for r in rows] == ["top5", "top1"]
     assert all(r["value"] == 1.0 for r in rows)
     assert rows[0]["n_queries"] == 30
@@ -48,7 +48,7 @@ def test_random_features_near_chance():
     labels = np.repeat(np.arange(10), 105)
     feats = rng.standard_normal((len(labels), 64))
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    top5, top1 = seed.evaluate(Scorer(feats), labels, tuple(range(10)), "m")
+    top5, top1 = Seed().evaluate(CosineScorer(feats), labels, tuple(range(10)), "m")
     assert abs(top5["value"] - 0.5) < 0.05 and abs(top1["value"] - 0.1) < 0.03
 
 
@@ -72,7 +72,7 @@ def test_wilson_interval_on_known_values():
 @pytest.mark.parametrize("agg", ["mean", "images"])
 def test_records_carry_a_wilson_interval_and_the_candidate_count(agg):
     feats, labels = _pool(noise=1.0)
-    rows = seed.evaluate(Scorer(feats, agg), labels, tuple(range(90, 100)), "m")
+    rows = Seed().evaluate(CosineScorer(feats, agg), labels, tuple(range(90, 100)), "m")
     for r in rows:
         hits = round(r["value"] * r["n_queries"])
         assert (r["ci95_low"], r["ci95_high"]) == seed.wilson_interval(hits, r["n_queries"])

@@ -1,0 +1,58 @@
+"""What names a row of the report: the method instance (name plus network and recipe), the backend
+setup (what makes two runs comparable) and the machine a speed was measured on.
+
+``imsim.backends.setup`` holds the same ``setup_key``/``setup_label`` for fps and parity; the
+report keeps its own copy until it imports them from there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imsim.backends.setup import setup_key, setup_label
+
+__all__ = ["device_label", "method_label", "model_label", "setup_key", "setup_label"]
+
+
+def model_label(describe: dict[str, Any] | None) -> str | None:
+    """The network and recipe behind a method instance, from its ``describe()``: ``ResNet-56``,
+    ``ViT-B-32``, ``ResNet-20, seed recipe``.
+
+    Part of the method's name in the report, so a ResNet-20 checkpoint's accuracy is never shown
+    beside a ResNet-56's speed, nor one CLIP model's or recipe's beside another's.
+    """
+    if not describe:
+        return None
+    parts = []
+    arch = describe.get("arch")
+    if isinstance(arch, dict) and arch.get("name"):
+        if arch["name"] == "resnet_cifar" and arch.get("depth"):
+            parts.append(f"ResNet-{arch['depth']}")
+        elif arch["name"] == "vit_cifar":
+            parts.append(f"ViT-{arch.get('size', '?')}")
+        else:
+            parts.append(str(arch["name"]))
+    elif describe.get("clip_model"):
+        parts.append(str(describe["clip_model"]))
+    recipe = describe.get("recipe")
+    recipe = recipe.get("name") if isinstance(recipe, dict) else recipe
+    if recipe and recipe != "default":
+        parts.append(f"{recipe} recipe")
+    return ", ".join(parts) or None
+
+
+def method_label(name: str, describe: dict[str, Any] | None) -> str:
+    model = model_label(describe)
+    return f"{name} ({model})" if model and model != name else name
+
+
+def device_label(doc: dict) -> str:
+    gpu = doc.get("backend", {}).get("gpu")
+    if gpu:
+        return gpu
+    env = doc.get("env", {})
+    # Two CPUs with one model name ("AMD EPYC") can differ in what they run natively: name the
+    # kernel level and native precisions when the file records them (imsim.hardware).
+    caps = env.get("hardware", {}).get("cpu")
+    kind = f"{caps.get('isa')}, native {'/'.join(caps.get('native', []))}, " if caps else ""
+    return f"CPU {env.get('cpu', '?')} ({kind}{env.get('torch_threads', '?')} threads)"

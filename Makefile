@@ -13,7 +13,7 @@ DEMO_PORT ?= 8000
 ONNX_DIR ?= artifacts/onnx
 ENGINE_DIR ?= artifacts/engines
 
-.PHONY: venv quickstart train test test-all lint accuracy onnx engines parity bench demo clean \
+.PHONY: venv quickstart train seeds test test-all lint accuracy onnx engines parity bench demo clean \
 	gpu-check
 
 $(STAMP): pyproject.toml
@@ -43,6 +43,24 @@ train: venv
 		$(BIN)/python -m train --method $$m --data $(TRAIN_DATA) --epochs $(EPOCHS) \
 			--out checkpoints/$(TRAIN_NAME) $(TRAIN_ARGS) || exit 1; \
 	done
+
+## The trained methods over training seeds on the real CIFAR-10 (ResNet-20, 5 epochs of 10,240
+## samples each), evaluated on the unseen classes, then combined: mean and a CI that covers the
+## seed-to-seed spread (bench.seeds). About 35 min per seed on 2 CPU cores.
+SEEDS ?= 0 1 2
+SEED_DIR ?= checkpoints/cifar10-seeds
+SEED_CKPTS = $(foreach s,$(SEEDS),$(foreach m,triplet contrastive autoencoder,$(m):$(SEED_DIR)/s$(s)/$(m).safetensors))
+seeds: venv
+	for s in $(SEEDS); do for m in triplet contrastive autoencoder; do \
+	  test -f $(SEED_DIR)/s$$s/$$m.safetensors || \
+	  $(BIN)/python -m train --method $$m --data imagefolder:$(CIFAR10_ZIP) --depth 20 --epochs 5 \
+	    --samples-per-epoch 10240 --seed $$s --out $(SEED_DIR)/s$$s $(TRAIN_ARGS) || exit 1; \
+	done; done
+	$(BIN)/python -m bench.accuracy --data imagefolder:$(CIFAR10_ZIP) --protocol seed,episodes,retrieval \
+	  --methods $(subst $(eval) ,$(comma),$(SEED_CKPTS)),pixels,color-hist \
+	  --out results/cifar10/accuracy-seeds.json
+	$(BIN)/python -m bench.seeds results/cifar10/accuracy-seeds.json \
+	  --out results/cifar10/accuracy-seeds-summary.json
 
 ## Fast tests (what CI runs); the 15 slowest are listed so that a slow test is seen when added.
 test: venv

@@ -29,10 +29,12 @@ from imsim.cli import (
     add_episode_args,
     add_method_args,
     add_one_method_args,
+    add_tolerance_args,
     load_data_from_args,
     method_item,
     preflight,
     run,
+    tolerance_overrides,
 )
 from imsim.data.types import Split
 from imsim.errors import UserError
@@ -56,32 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p)
     add_backend_args(p, required=True)
     add_episode_args(p, episodes_help="episodes for the accuracy delta")
-    g = p.add_argument_group("tolerances (defaults depend on --precision)")
-    g.add_argument(
-        "--cos-min", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.999; int8: 0.99"
-    )
-    g.add_argument(
-        "--cos-mean",
-        type=float,
-        default=None,
-        help="fp32: 0.99999; fp16/bf16: 0.9999; int8: 0.999",
-    )
-    g.add_argument(
-        "--tie-aware-top1",
-        type=float,
-        default=None,
-        help="gate: tie-aware top-1 neighbour agreement, at least (default 0.99)",
-    )
-    g.add_argument(
-        "--episode-delta-ci",
-        type=float,
-        default=None,
-        help="gate: the paired episode delta's 95%% CI within +- this many points (default 0.5)",
-    )
-    g.add_argument("--top1-agreement", type=float, default=None, help="reported: raw, default 0.99")
-    g.add_argument("--top5-overlap", type=float, default=None, help="reported: default 0.98")
-    g.add_argument(
-        "--acc-delta", type=float, default=None, help="reported: seed deltas, points; default 0.3"
+    add_tolerance_args(
+        p.add_argument_group("tolerances (defaults depend on --precision)"), reported=True
     )
     p.add_argument(
         "--out",
@@ -92,17 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def tolerances_from_args(args: argparse.Namespace) -> Tolerances:
-    tol = tolerances_for(args.precision)
-    given = {
-        "cos_min": args.cos_min,
-        "cos_mean": args.cos_mean,
-        "top1_agreement": args.top1_agreement,
-        "top5_overlap": args.top5_overlap,
-        "acc_delta_points": args.acc_delta,
-        "tie_aware_top1": args.tie_aware_top1,
-        "episode_delta_ci_points": args.episode_delta_ci,
-    }
-    return dataclasses.replace(tol, **{k: v for k, v in given.items() if v is not None})
+    return dataclasses.replace(tolerances_for(args.precision), **tolerance_overrides(args))
 
 
 def accuracies(

@@ -87,8 +87,9 @@ def label(describe: dict[str, Any] | None, name: str) -> str:
     ssl = (recipe.get("loss") or {}).get("ssl")
     if ssl:
         extra.append(f"ssl {ssl['weight']:g}")
-    tail = f", {', '.join(extra)}" if extra else ""
-    return f"{name} ({net}, {recipe.get('name', '?')} recipe{tail})"
+    parts = [net] if net and net != name else []
+    parts += [f"{recipe.get('name', '?')} recipe", *extra]
+    return f"{name} ({', '.join(parts)})"
 
 
 def summarize(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -48,6 +48,7 @@ from imsim.cli import (
     add_episode_args,
     add_method_args,
     add_one_method_args,
+    add_tolerance_args,
     csv_list,
     load_data_from_args,
     method_item,
@@ -55,6 +56,7 @@ from imsim.cli import (
     preflight,
     run,
     seed_int,
+    tolerance_overrides,
 )
 from imsim.errors import UserError
 from imsim.files import package_versions, sha256_file, write_atomic, write_json_atomic
@@ -107,17 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="judge each fp16/int8 graph with the parity gate and keep blocks/ops in FP32 until "
         "it passes; exit 1 (graph not written) when nothing passes",
     )
-    g.add_argument("--cos-min", type=float, default=None, help="fp16: 0.999; int8: 0.99")
-    g.add_argument("--cos-mean", type=float, default=None, help="fp16: 0.9999; int8: 0.999")
-    g.add_argument(
-        "--tie-aware-top1", type=float, default=None, help="tie-aware top-1 agreement (0.99)"
-    )
-    g.add_argument(
-        "--episode-delta-ci",
-        type=float,
-        default=None,
-        help="the paired episode delta's 95%% CI within +- this many points (0.5)",
-    )
+    add_tolerance_args(g)
     g.add_argument(
         "--gate-images",
         type=positive_int,
@@ -149,13 +141,7 @@ def parse_precisions(text: str) -> list[str]:
 
 def gate_tolerances(args: argparse.Namespace) -> Callable[[str], Tolerances]:
     """The gate's tolerances per precision: ``tolerances_for`` with the flags given."""
-    given = {
-        "cos_min": args.cos_min,
-        "cos_mean": args.cos_mean,
-        "tie_aware_top1": args.tie_aware_top1,
-        "episode_delta_ci_points": args.episode_delta_ci,
-    }
-    given = {k: v for k, v in given.items() if v is not None}
+    given = tolerance_overrides(args)
     return lambda precision: dataclasses.replace(tolerances_for(precision), **given)
 
 

@@ -327,3 +327,60 @@ def add_episode_args(p: argparse.ArgumentParser, episodes_help: str = "how many"
     g.add_argument("--queries", type=positive_int, default=15, help="queries per class")
     g.add_argument("--episodes", type=positive_int, default=1000, help=episodes_help)
     g.add_argument("--seed", type=seed_int, default=0, help="seed of the episode sampler")
+
+
+# Flags of the parity gate's tolerances -> ``imsim.parity.Tolerances`` fields. ``reported``
+# adds the checks that are reported beside the gate (bench.parity) but never decide it.
+GATE_FLAGS = {
+    "cos_min": "cos_min",
+    "cos_mean": "cos_mean",
+    "tie_aware_top1": "tie_aware_top1",
+    "episode_delta_ci": "episode_delta_ci_points",
+}
+REPORTED_FLAGS = {
+    "top1_agreement": "top1_agreement",
+    "top5_overlap": "top5_overlap",
+    "acc_delta": "acc_delta_points",
+}
+
+
+def add_tolerance_args(group: argparse._ArgumentGroup, reported: bool = False) -> None:
+    """The gate's tolerance flags (defaults per precision: ``imsim.parity.tolerances_for``)."""
+    group.add_argument(
+        "--cos-min", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.999; int8: 0.99"
+    )
+    group.add_argument(
+        "--cos-mean", type=float, default=None, help="fp32: 0.99999; fp16/bf16: 0.9999; int8: 0.999"
+    )
+    group.add_argument(
+        "--tie-aware-top1",
+        type=float,
+        default=None,
+        help="gate: tie-aware top-1 neighbour agreement, at least (default 0.99)",
+    )
+    group.add_argument(
+        "--episode-delta-ci",
+        type=float,
+        default=None,
+        help="gate: the paired episode delta's 95%% CI within +- this many points (default 0.5)",
+    )
+    if reported:
+        group.add_argument(
+            "--top1-agreement", type=float, default=None, help="reported: raw, default 0.99"
+        )
+        group.add_argument(
+            "--top5-overlap", type=float, default=None, help="reported: default 0.98"
+        )
+        group.add_argument(
+            "--acc-delta",
+            type=float,
+            default=None,
+            help="reported: seed deltas, points; default 0.3",
+        )
+
+
+def tolerance_overrides(args: argparse.Namespace) -> dict[str, float]:
+    """``Tolerances`` fields set by the flags of ``add_tolerance_args`` that were given."""
+    flags = {**GATE_FLAGS, **REPORTED_FLAGS}
+    given = {field: getattr(args, flag, None) for flag, field in flags.items()}
+    return {k: v for k, v in given.items() if v is not None}

@@ -207,9 +207,7 @@ def resolve(model: str, pretrained: str, download: bool = True) -> Weights:
     )
 
 
-def unavailable(
-    clip_model: str = "ViT-B-32", pretrained: str = "openai", **_: object
-) -> str | None:
+def unavailable(clip_model: str = "ViT-B-32", pretrained: str = "openai") -> str | None:
     """Why the CLIP methods cannot run here (None when they can), without downloading.
 
     Only missing weights count: a wrong model name or ``--pretrained`` value still raises, so

@@ -130,7 +130,11 @@ def parse_methods(text: str, **options: object) -> list[str]:
         for n, e in list_methods().items():
             if not e.in_all:
                 continue
-            reason = e.available(**options_for(n, options)) if e.available else None
+            reason = None
+            if e.available:  # the check takes the options it names (a subset of the method's)
+                checks = set(inspect.signature(e.available).parameters)
+                given = options_for(n, options)
+                reason = e.available(**{k: v for k, v in given.items() if k in checks})
             if reason:
                 skipped.setdefault(reason, []).append(n)
             else:

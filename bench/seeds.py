@@ -35,25 +35,28 @@ from imsim.results import make_results, write_json_atomic
 PER_SEED = ("seed", "checkpoint", "weights_sha256", "validation", "epoch", "embed_seconds", "id")
 
 
-def sampling_half_width(row: dict[str, Any]) -> float:
-    """The row's own 95% half-width (0 where the protocol gives none)."""
+def sampling_half_width(row: dict[str, Any]) -> float | None:
+    """The row's own 95% half-width (None where the protocol gives none: retrieval)."""
     if "ci95" in row and row["ci95"] == row["ci95"]:
         return float(row["ci95"])
     if "ci95_low" in row:
         return (float(row["ci95_high"]) - float(row["ci95_low"])) / 2
-    return 0.0
+    return None
 
 
-def combine(values: list[float], sampling: list[float]) -> dict[str, Any]:
-    """Mean, seed spread and the combined 95% half-width of per-seed ``values``."""
+def combine(values: list[float], sampling: list[float | None]) -> dict[str, Any]:
+    """Mean, seed spread and the combined 95% half-width of per-seed ``values`` (None when
+    there is neither a seed spread nor a sampling CI: one seed of a retrieval metric)."""
     v = np.asarray(values, dtype=np.float64)
     s = len(v)
     sd = float(v.std(ddof=1)) if s > 1 else 0.0
     seed_part = float(stats.t.ppf(0.975, s - 1) * sd / math.sqrt(s)) if s > 1 else 0.0
-    samp = float(np.mean(sampling)) if sampling else 0.0
+    known = [x for x in sampling if x is not None]
+    samp = float(np.mean(known)) if known else 0.0
+    ci = math.hypot(seed_part, samp) if (s > 1 or known) else None
     return {
         "mean": float(v.mean()),
-        "ci95": math.hypot(seed_part, samp),
+        "ci95": ci,
         "n_seeds": s,
         "seed_sd": sd,
         "seed_ci95": seed_part,
@@ -138,9 +141,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         ch = f"{100 * r['chance']:.1f}" if r.get("chance") is not None else ""
+        ci = f"± {100 * r['ci95']:.2f}" if r["ci95"] is not None else ""
         lines.append(
             f"| {r['method']} | {r['protocol']} | {r['metric']} | {100 * r['mean']:.2f} | "
-            f"± {100 * r['ci95']:.2f} | {r['n_seeds']} | {100 * r['seed_sd']:.2f} | {ch} |"
+            f"{ci} | {r['n_seeds']} | {100 * r['seed_sd']:.2f} | {ch} |"
         )
     return "\n".join(lines)
 

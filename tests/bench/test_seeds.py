@@ -80,3 +80,10 @@ def test_cli_refuses_other_files(tmp_path):
 
         run(seeds.main, [str(f), "--out", str(tmp_path / "s.json")])
     assert e.value.code == 2
+
+
+def test_one_seed_without_a_sampling_ci_has_none():
+    row = {"method": "pixels", "protocol": "retrieval", "metric": "map@r", "value": 0.13}
+    (r,) = seeds.summarize([{"kind": "accuracy", "results": [row], "methods": {}}])
+    assert r["ci95"] is None and r["n_seeds"] == 1
+    assert "| pixels | retrieval | map@r | 13.00 |  | 1 |" in seeds.format_table([r])

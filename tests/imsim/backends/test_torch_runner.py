@@ -33,4 +33,5 @@ def test_reference_runs_the_module_itself_and_others_copy_it():
     with torch.inference_mode():
         direct = module(torch.from_numpy(images)).numpy()
     np.testing.assert_array_equal(ref.embed(images), direct)
-    assert TorchBackend(PixelsModule(8), "fp32", channels_last=False).embed(images).shape == (4, 192)
+    pixels = TorchBackend(PixelsModule(8), "fp32", channels_last=False)
+    assert pixels.embed(images).shape == (4, 192)

@@ -75,7 +75,7 @@ def configuration(describe: dict[str, Any] | None, name: str) -> str:
 
 def label(describe: dict[str, Any] | None, name: str) -> str:
     """A short human name: method, backbone and recipe for trained methods."""
-    if not describe or "arch" not in (describe or {}):
+    if not describe or "arch" not in describe:
         return name
     arch = describe.get("arch") or {}
     net = arch.get("name", "")

@@ -11,7 +11,15 @@ from typing import Any
 
 from imsim.backends.setup import setup_key, setup_label
 
-__all__ = ["device_label", "method_label", "model_label", "setup_key", "setup_label"]
+__all__ = [
+    "dataset_label",
+    "device_label",
+    "machine_label",
+    "method_label",
+    "model_label",
+    "setup_key",
+    "setup_label",
+]
 
 
 def model_label(describe: dict[str, Any] | None) -> str | None:
@@ -46,13 +54,31 @@ def method_label(name: str, describe: dict[str, Any] | None) -> str:
     return f"{name} ({model})" if model and model != name else name
 
 
-def device_label(doc: dict) -> str:
+def dataset_label(doc: dict) -> str:
+    """The data a results file scored: the dataset's name, with its unseen classes when the run
+    chose them (``--unseen-classes``): another split is another benchmark, never the same column."""
+    name = str(doc.get("dataset", {}).get("name", "?"))
+    unseen = doc.get("config", {}).get("unseen_classes")
+    return f"{name} (unseen: {unseen})" if unseen else name
+
+
+def machine_label(doc: dict) -> str:
+    """The machine a results file ran on: its GPU, else its CPU model with the kernel level and
+    native precisions when the file records them (two CPUs with one model name, "AMD EPYC", can
+    differ in what they run natively: imsim.hardware)."""
     gpu = doc.get("backend", {}).get("gpu")
     if gpu:
         return gpu
     env = doc.get("env", {})
-    # Two CPUs with one model name ("AMD EPYC") can differ in what they run natively: name the
-    # kernel level and native precisions when the file records them (imsim.hardware).
     caps = env.get("hardware", {}).get("cpu")
-    kind = f"{caps.get('isa')}, native {'/'.join(caps.get('native', []))}, " if caps else ""
-    return f"CPU {env.get('cpu', '?')} ({kind}{env.get('torch_threads', '?')} threads)"
+    kind = f" ({caps.get('isa')}, native {'/'.join(caps.get('native', []))})" if caps else ""
+    return f"CPU {env.get('cpu', '?')}{kind}"
+
+
+def device_label(doc: dict) -> str:
+    """:func:`machine_label` with the CPU thread count (speeds depend on it)."""
+    label = machine_label(doc)
+    if doc.get("backend", {}).get("gpu"):
+        return label
+    threads = f"{doc.get('env', {}).get('torch_threads', '?')} threads"
+    return f"{label[:-1]}, {threads})" if label.endswith(")") else f"{label} ({threads})"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.report.identity import method_label, setup_key, setup_label
+from bench.report.identity import dataset_label, machine_label, method_label, setup_key, setup_label
 from imsim.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -33,6 +33,7 @@ class Gate:
     passed: bool
     gated: bool  # the file marks which checks decide (bench.parity since the gate existed)
     setup: str  # the setup label the parity file measured
+    machine: str  # where the parity file ran (reduced precision can differ by CPU: VNNI, bf16)
     tie_aware_top1: float | None
     cosine_min: float | None
     delta_points: float | None  # paired episode top-1 delta, backend minus reference
@@ -63,6 +64,7 @@ class Row:
     backend: dict[str, Any]
     label: str
     device: str | None = None
+    machine: str | None = None  # ``device`` without the thread count
     speed: dict[str, Any] | None = None  # the fps record at ``batch`` (any status)
     speedup: float | None = None
     reference: bool = False
@@ -93,10 +95,11 @@ def gate_figures(path: Path, doc: dict) -> Gate:
     paired = find("top1_delta_points", paired=True)
     episodes = paired.get("paired_episodes")
     return Gate(
-        dataset=str(doc.get("dataset", {}).get("name", "?")),
+        dataset=dataset_label(doc),
         passed=bool(doc.get("passed")),
         gated=any("gate" in r for r in recs),
         setup=setup_label(doc.get("backend", {})),
+        machine=machine_label(doc),
         tie_aware_top1=_finite(tie.get("value")),
         cosine_min=_finite(cos.get("value")),
         delta_points=_finite(paired.get("value")),
@@ -175,7 +178,7 @@ def _parity_by_setup(
         b = doc.get("backend", {})
         method = method_label(doc["results"][0]["method"], doc.get("method"))
         key = (method, b.get("backend"), b.get("precision"), b.get("device"))
-        out[key][str(doc.get("dataset", {}).get("name", "?"))].append((path, doc))
+        out[key][dataset_label(doc)].append((path, doc))
     for per in out.values():
         for docs in per.values():
             docs.sort(key=lambda pd: pd[1].get("created", ""), reverse=True)
@@ -183,15 +186,24 @@ def _parity_by_setup(
 
 
 def _gates(
-    per_dataset: dict[str, list[tuple[Path, dict]]], backend: dict, exact_only: bool = False
+    per_dataset: dict[str, list[tuple[Path, dict]]],
+    backend: dict,
+    exact_only: bool = False,
+    machine: str | None = None,
 ) -> list[Gate]:
     """One gate per dataset: the newest parity file of exactly this setup, else (unless
-    ``exact_only``) the newest of the same method, backend and precision (its label is shown)."""
+    ``exact_only``) the newest of the same method, backend and precision (its label is shown).
+    Within each, a file from ``machine`` comes first: int8 and bf16 numerics differ between CPUs
+    (VNNI or not, native bf16 or not), so a verdict from another machine is the last resort."""
     gates = []
     for _, docs in sorted(per_dataset.items()):
         exact = [pd for pd in docs if setup_key(pd[1].get("backend", {})) == setup_key(backend)]
         if exact or not exact_only:
-            gates.append(gate_figures(*(exact or docs)[0]))
+            pool = exact or docs  # newest first; sorted() keeps that order among equals
+            pool = sorted(
+                pool, key=lambda pd: machine is not None and machine_label(pd[1]) != machine
+            )
+            gates.append(gate_figures(*pool[0]))
     return gates
 
 
@@ -220,6 +232,7 @@ def ladder_rows(
                 backend=b,
                 label=s["label"],
                 device=s["device"],
+                machine=s["machine"],
                 speed=s["rows"].get(batch),
                 reference=is_parity_reference(b),
             )
@@ -229,7 +242,7 @@ def ladder_rows(
             key = (method, b.get("backend"), b.get("precision"), b.get("device"))
             if key in by_setup:
                 # The reference shows only a parity run of itself, never another setup's.
-                row.gates = _gates(by_setup[key], b, exact_only=row.reference)
+                row.gates = _gates(by_setup[key], b, row.reference, s["machine"])
                 if not row.reference or all(
                     setup_key(d.get("backend", {})) == s["key"]
                     for docs in by_setup[key].values()
@@ -274,6 +287,8 @@ def _gate_cells(row: Row, gate: Gate | None) -> list[str]:
     if gate is None:
         return ["", "", "", "", "reference"] if row.reference else [NOT_MEASURED] * 5
     data = gate.dataset + ("" if gate.setup == row.label else f" (run as {gate.setup})")
+    if row.machine is not None and gate.machine != row.machine:
+        data += f" (on {gate.machine})"
     tie = f"{100 * gate.tie_aware_top1:.2f}%" if gate.tie_aware_top1 is not None else None
     cos = None  # as a distance from 1: 0.99994 and 0.99999 differ visibly
     if gate.cosine_min is not None:

@@ -14,7 +14,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.report.identity import device_label, method_label, setup_key, setup_label
+from bench.report.identity import (
+    dataset_label,
+    device_label,
+    machine_label,
+    method_label,
+    setup_key,
+    setup_label,
+)
 
 KINDS = ("accuracy", "parity", "fps")
 
@@ -109,7 +116,7 @@ def accuracy_rows(items: list[tuple[Path, dict]]) -> dict[tuple[str, str], dict[
     for path, doc in items:
         if doc.get("config", {}).get("backend"):
             continue
-        ds = doc.get("dataset", {}).get("name", "?")
+        ds = dataset_label(doc)
         per: dict[str, dict[str, Any]] = defaultdict(dict)
         described = doc.get("methods", {})
         for r in doc["results"]:
@@ -131,7 +138,7 @@ def parity_status(items: list[tuple[Path, dict]]) -> dict[tuple, dict[str, bool]
         lambda d: (
             method_label(d["results"][0]["method"], d.get("method")) if d["results"] else None,
             setup_key(d.get("backend", {})),
-            d.get("dataset", {}).get("name"),
+            dataset_label(d),
         ),
     )
     out: dict[tuple, dict[str, bool]] = defaultdict(dict)
@@ -162,6 +169,7 @@ def fps_setups(items: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
                 "backend": doc.get("backend", {}),
                 "label": setup_label(doc.get("backend", {})),
                 "device": device,
+                "machine": machine_label(doc),
                 "gpu": bool(doc.get("backend", {}).get("gpu")),
                 "rows": {r["batch_size"]: r for r in doc["results"]},
                 "best": best,

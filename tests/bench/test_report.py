@@ -301,3 +301,49 @@ def test_ladder_batch_option_and_the_speedup_plot(tmp_path):
             parse_ladder_batches([bad])
     assert main(["--results", str(r), "--ladder-batch", "net=32", "--plot", str(plot)]) == 0
     assert "### net, batch 32" in (r / "REPORT.md").read_text()
+
+
+def test_ladder_prefers_the_parity_verdict_of_the_same_machine(tmp_path):
+    r = tmp_path / "results"
+    _ladder_tree(r)
+    # A newer bf16 verdict from the other machine (int8 and bf16 numerics differ between CPUs):
+    # each machine's row shows its own, and says so when it has to borrow another's.
+    other = r / "parity" / "bf16-other.json"
+    _gated_parity(other, "net", TORCH_BF16, True, 1.0, 0.9999, 0.01, 0.02)
+    doc = json.loads(other.read_text())
+    doc["env"]["cpu"], doc["created"] = "Other CPU", "2999-01-01T00:00:00+00:00"
+    other.write_text(json.dumps(doc))
+    rows = _ladder_lines(build_report(r, {}, None))
+    here = next(k[1] for k in rows if k[0] == "torch fp32 NCHW")
+    assert rows[("torch bf16", here)][5:] == [
+        "shapes",
+        "not measured",
+        "1.0e-04",
+        "not measured",
+        "FAIL (pre-gate checks)",
+    ]
+    there = next(v for k, v in rows.items() if k[1].startswith("CPU Other CPU"))
+    assert there[5] == "shapes" and there[-1] == "PASS"
+    int8 = rows[("onnxruntime int8 opt all", here)]
+    assert int8[5] == "shapes"  # measured here: no machine named
+    other.unlink()
+    rows = _ladder_lines(build_report(r, {}, None))
+    there = next(v for k, v in rows.items() if k[1].startswith("CPU Other CPU"))
+    assert there[5].startswith("shapes (on CPU ") and there[-1] == "FAIL (pre-gate checks)"
+
+
+def test_another_class_split_is_its_own_column(tmp_path):
+    r = tmp_path / "results"
+    _accuracy(r / "default.json", "net", 0.42)
+    split = r / "split.json"
+    _accuracy(split, "net", 0.25)  # newer, other unseen classes: must not replace the default
+    doc = json.loads(split.read_text())
+    doc["config"]["unseen_classes"] = "a,b"
+    doc["created"] = "2999-01-01T00:00:00+00:00"
+    split.write_text(json.dumps(doc))
+    text = build_report(r, {}, None)
+    head = next(line for line in text.splitlines() if line.startswith("| method | episodes"))
+    assert "episodes top-1, shapes (%)" in head and "shapes (unseen: a,b)" in head
+    row = next(line for line in text.splitlines() if line.startswith("| net |"))
+    assert "42.00 ± 0.40" in row and "25.00 ± 0.40" in row
+    assert row.index("25.00") > row.index("42.00")  # columns sorted: the default split first

@@ -25,6 +25,9 @@ def setup_key(backend: Mapping[str, Any]) -> tuple:
         key += (bool(backend.get("compile")), bool(backend.get("channels_last")))
     elif name == "onnxruntime":
         key += (backend.get("provider"), backend.get("graph_optimization"))
+    bits = backend.get("int8_weight_bits")
+    if bits not in (None, 8):  # another INT8 graph (``export --weight-bits``), other numerics
+        key += (f"w{bits}",)
     return key
 
 
@@ -40,6 +43,8 @@ def setup_label(backend: Mapping[str, Any]) -> str:
         if provider and provider != "CPUExecutionProvider":
             parts.append(provider.removesuffix("ExecutionProvider"))
         parts.append(f"opt {backend.get('graph_optimization')}")
+    if backend.get("int8_weight_bits") not in (None, 8):
+        parts.append(f"{backend['int8_weight_bits']}-bit weights")
     if backend.get("threads"):
         parts.append(f"{backend['threads']} threads")
     return " ".join(parts)

@@ -86,6 +86,16 @@ RECORDS = [
         ("openvino", "bf16", "cpu"),
         "openvino bf16 (ran as fp32) 16 threads",
     ),
+    (  # an INT8 graph on a 7-bit weight grid is another setup; 8 bits is the default one
+        {"backend": "openvino", "precision": "int8", "device": "cpu", "int8_weight_bits": 7},
+        ("openvino", "int8", "cpu", "w7"),
+        "openvino int8 7-bit weights",
+    ),
+    (
+        {"backend": "openvino", "precision": "int8", "device": "cpu", "int8_weight_bits": 8},
+        ("openvino", "int8", "cpu"),
+        "openvino int8",
+    ),
     ({}, (None, None, None), "? ?"),
 ]
 

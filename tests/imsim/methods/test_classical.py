@@ -114,3 +114,43 @@ def test_bad_input_is_a_user_error():
         m.scorer(np.concatenate([a, b[:, : a.shape[1]]]), [])
     with pytest.raises(UserError, match="features"):
         m.scorer(np.zeros((2, 1), np.float32), [])
+
+
+@pytest.mark.parametrize(
+    ("scores", "chosen"),
+    [
+        ({0.7: 0.9, 0.8: 0.5, 0.9: 0.6}, 0.7),  # the best seen-class top-1 wins
+        ({0.7: 0.6, 0.8: 0.6, 0.9: 0.6}, 0.8),  # a tie keeps the recipe's own ratio
+    ],
+)
+def test_fit_chooses_the_sift_ratio_on_seen_classes(monkeypatch, scores, chosen):
+    import imsim.methods.classical as classical
+
+    real, calls = classical.fit_fusion, []
+
+    def fake(sims, labels, seed=0):  # the real fit, with the seen top-1 the test decides
+        calls.append(sims["keypoints"].copy())
+        fusion, table = real(sims, labels, seed=seed, n_episodes=5)
+        ratio = classical.RATIO_CANDIDATES[len(calls) - 1]
+        return fusion, [{**row, "seen_top1": scores[ratio]} for row in table]
+
+    monkeypatch.setattr(classical, "fit_fusion", fake)
+    imgs, labels = _images(20)
+    m = create_method("classical")
+    m.fit(Split(imgs, labels), ["a", "b", "c"])
+    assert m.recipe.ratio == chosen and m.describe()["recipe"]["ratio"] == chosen
+    search = m.describe()["fusion"]["ratio_search"]
+    assert [(r["ratio"], r["seen_top1"]) for r in search] == sorted(scores.items())
+    # each candidate was scored with its own ratio
+    sc = ClassicalEmbedder("keypoints", ("keypoints",)).scorer(m.embed(imgs), [])
+    pool = np.arange(len(imgs))
+    for ratio, got in zip(classical.RATIO_CANDIDATES, calls, strict=True):
+        want = keypoints.ratio_match_score(sc.desc, pool, pool, ratio)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_seed_recipe_fits_nothing():
+    imgs, labels = _images(20)
+    m = create_method("classical", recipe="seed")
+    m.fit(Split(imgs, labels), ["a", "b", "c"])
+    assert m.recipe.ratio == 1.0 and m.fusion is None and m.ratio_search == []

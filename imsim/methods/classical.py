@@ -234,6 +234,7 @@ class ClassicalEmbedder(Embedder):
         if unknown or not components:
             raise ValueError(f"components must be a non-empty subset of {COMPONENTS}")
         self.recipe = RECIPES[recipe]
+        self.base_recipe = self.recipe  # before fit chooses Lowe's ratio (ties keep its ratio)
         self.components = tuple(c for c in COMPONENTS if c in components)
         fitted = self.recipe.fusion == "fitted" and len(self.components) > 1
         r = self.recipe
@@ -305,25 +306,26 @@ class ClassicalEmbedder(Embedder):
         feats = np.concatenate(
             [self.embed(seen.images[idx[i : i + 256]]) for i in range(0, len(idx), 256)]
         )
-        scorer = ClassicalScorer(feats, self.recipe, self.components, None)
+        base = self.base_recipe  # a refit starts over from the unfitted ratio
+        scorer = ClassicalScorer(feats, base, self.components, None)
         pool = np.arange(len(idx))
         sims = {
             name: scorer.component_sim(name, pool, pool)
             for name in tqdm(self.components, desc="fit: seen-pool scores", leave=False)
         }
-        search = "keypoints" in sims and self.recipe.keypoint_score == "ratio"
-        ratios = RATIO_CANDIDATES if search else (self.recipe.ratio,)
+        search = "keypoints" in sims and base.keypoint_score == "ratio"
+        ratios = RATIO_CANDIDATES if search else (base.ratio,)
         fits = []
         for ratio in tqdm(ratios, desc="fit: SIFT ratio", leave=False, disable=not search):
             cand = sims  # the components as scored at the recipe's own ratio
-            if ratio != self.recipe.ratio:
+            if ratio != base.ratio:
                 assert scorer.desc is not None
                 score = keypoints.ratio_match_score(scorer.desc, pool, pool, ratio)
                 cand = {**sims, "keypoints": score}  # same order of components
             fusion, table = fit_fusion(cand, labels, seed=seed)
             fits.append((ratio, fusion, table, max(r["seen_top1"] for r in table)))
-        best = max(fits, key=lambda f: (f[3], -abs(f[0] - self.recipe.ratio)))
-        self.recipe = replace(self.recipe, ratio=best[0])
+        best = max(fits, key=lambda f: (f[3], -abs(f[0] - base.ratio)))
+        self.recipe = replace(base, ratio=best[0])
         self.fusion, self.fit_table = best[1], best[2]
         self.ratio_search = [{"ratio": f[0], "seen_top1": f[3]} for f in fits] if search else []
         self.fit_pool = {

@@ -120,6 +120,7 @@ def test_bad_input_is_a_user_error():
     ("scores", "chosen"),
     [
         ({0.7: 0.9, 0.8: 0.5, 0.9: 0.6}, 0.7),  # the best seen-class top-1 wins
+        ({0.7: 0.5, 0.8: 0.6, 0.9: 0.8}, 0.9),
         ({0.7: 0.6, 0.8: 0.6, 0.9: 0.6}, 0.8),  # a tie keeps the recipe's own ratio
     ],
 )
@@ -139,8 +140,10 @@ def test_fit_chooses_the_sift_ratio_on_seen_classes(monkeypatch, scores, chosen)
     m = create_method("classical")
     m.fit(Split(imgs, labels), ["a", "b", "c"])
     assert m.recipe.ratio == chosen and m.describe()["recipe"]["ratio"] == chosen
-    search = m.describe()["fusion"]["ratio_search"]
-    assert [(r["ratio"], r["seen_top1"]) for r in search] == sorted(scores.items())
+    assert m.scorer(m.embed(imgs), []).recipe.ratio == chosen  # unseen classes use it
+    desc = m.describe()["fusion"]
+    assert [(r["ratio"], r["seen_top1"]) for r in desc["ratio_search"]] == sorted(scores.items())
+    assert desc["seen_top1"] == scores[chosen]  # the fit table kept is the chosen ratio's
     # each candidate was scored with its own ratio
     sc = ClassicalEmbedder("keypoints", ("keypoints",)).scorer(m.embed(imgs), [])
     pool = np.arange(len(imgs))
@@ -149,8 +152,46 @@ def test_fit_chooses_the_sift_ratio_on_seen_classes(monkeypatch, scores, chosen)
         np.testing.assert_array_equal(got, want)
 
 
-def test_the_seed_recipe_fits_nothing():
+def test_the_seed_recipe_fits_nothing(monkeypatch):
+    import imsim.methods.classical as classical
+
+    monkeypatch.setattr(classical, "fit_fusion", lambda *a, **k: pytest.fail("fit_fusion"))
     imgs, labels = _images(20)
     m = create_method("classical", recipe="seed")
     m.fit(Split(imgs, labels), ["a", "b", "c"])
-    assert m.recipe.ratio == 1.0 and m.fusion is None and m.ratio_search == []
+    assert m.recipe == classical.SEED and m.recipe.ratio == 1.0
+    assert m.fusion is None and m.ratio_search == [] and "fusion" not in m.describe()
+
+
+def test_a_refit_breaks_ties_toward_the_unfitted_ratio(monkeypatch):
+    import imsim.methods.classical as classical
+
+    real, calls = classical.fit_fusion, []
+    first = {0.7: 0.9, 0.8: 0.5, 0.9: 0.6}
+
+    def fake(sims, labels, seed=0):  # the first fit prefers 0.7, the second is a tie
+        calls.append(None)
+        fusion, table = real(sims, labels, seed=seed, n_episodes=5)
+        ratio = classical.RATIO_CANDIDATES[(len(calls) - 1) % 3]
+        top1 = first[ratio] if len(calls) <= 3 else 0.6
+        return fusion, [{**row, "seen_top1": top1} for row in table]
+
+    monkeypatch.setattr(classical, "fit_fusion", fake)
+    imgs, labels = _images(20)
+    m = create_method("classical")
+    m.fit(Split(imgs, labels), ["a", "b", "c"])
+    assert m.recipe.ratio == 0.7
+    m.fit(Split(imgs, labels), ["a", "b", "c"])
+    assert m.recipe.ratio == 0.8 and len(calls) == 6
+
+
+def test_keypoints_alone_fits_nothing(monkeypatch):
+    import imsim.methods.classical as classical
+
+    monkeypatch.setattr(classical, "fit_fusion", lambda *a, **k: pytest.fail("fit_fusion"))
+    imgs, labels = _images(20)
+    m = create_method("keypoints")
+    before = m.recipe
+    m.fit(Split(imgs, labels), ["a", "b", "c"])
+    assert m.recipe == before and m.recipe.ratio == 0.8
+    assert m.fusion is None and m.ratio_search == [] and "fusion" not in m.describe()

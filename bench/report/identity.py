@@ -62,23 +62,29 @@ def dataset_label(doc: dict) -> str:
     return f"{name} (unseen: {unseen})" if unseen else name
 
 
+def _cpu(doc: dict) -> tuple[str, list[str]]:
+    """``CPU <model>`` and what tells two CPUs of one model name apart ("AMD EPYC" can differ in
+    what it runs natively: imsim.hardware): kernel level and native precisions, when recorded."""
+    env = doc.get("env", {})
+    caps = env.get("hardware", {}).get("cpu")
+    kind = [str(caps.get("isa")), f"native {'/'.join(caps.get('native', []))}"] if caps else []
+    return f"CPU {env.get('cpu', '?')}", kind
+
+
 def machine_label(doc: dict) -> str:
-    """The machine a results file ran on: its GPU, else its CPU model with the kernel level and
-    native precisions when the file records them (two CPUs with one model name, "AMD EPYC", can
-    differ in what they run natively: imsim.hardware)."""
+    """The machine a results file ran on: its GPU, else its CPU (see :func:`_cpu`)."""
     gpu = doc.get("backend", {}).get("gpu")
     if gpu:
         return gpu
-    env = doc.get("env", {})
-    caps = env.get("hardware", {}).get("cpu")
-    kind = f" ({caps.get('isa')}, native {'/'.join(caps.get('native', []))})" if caps else ""
-    return f"CPU {env.get('cpu', '?')}{kind}"
+    name, kind = _cpu(doc)
+    return f"{name} ({', '.join(kind)})" if kind else name
 
 
 def device_label(doc: dict) -> str:
     """:func:`machine_label` with the CPU thread count (speeds depend on it)."""
-    label = machine_label(doc)
-    if doc.get("backend", {}).get("gpu"):
-        return label
+    gpu = doc.get("backend", {}).get("gpu")
+    if gpu:
+        return gpu
+    name, kind = _cpu(doc)
     threads = f"{doc.get('env', {}).get('torch_threads', '?')} threads"
-    return f"{label[:-1]}, {threads})" if label.endswith(")") else f"{label} ({threads})"
+    return f"{name} ({', '.join([*kind, threads])})"

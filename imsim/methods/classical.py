@@ -234,7 +234,6 @@ class ClassicalEmbedder(Embedder):
         if unknown or not components:
             raise ValueError(f"components must be a non-empty subset of {COMPONENTS}")
         self.recipe = RECIPES[recipe]
-        self.base_recipe = self.recipe  # before fit chooses Lowe's ratio (ties keep its ratio)
         self.components = tuple(c for c in COMPONENTS if c in components)
         fitted = self.recipe.fusion == "fitted" and len(self.components) > 1
         r = self.recipe
@@ -306,7 +305,7 @@ class ClassicalEmbedder(Embedder):
         feats = np.concatenate(
             [self.embed(seen.images[idx[i : i + 256]]) for i in range(0, len(idx), 256)]
         )
-        base = self.base_recipe  # a refit starts over from the unfitted ratio
+        base = RECIPES[self.recipe.name]  # unfitted: a refit starts over from its ratio
         scorer = ClassicalScorer(feats, base, self.components, None)
         pool = np.arange(len(idx))
         sims = {

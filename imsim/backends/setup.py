@@ -16,6 +16,13 @@ from collections.abc import Mapping
 from typing import Any
 
 
+def _weight_bits(backend: Mapping[str, Any]) -> int | None:
+    """The INT8 graph's weight bits when not the default 8 (``export --weight-bits``): another
+    graph with other numerics, so another setup."""
+    bits = backend.get("int8_weight_bits")
+    return None if bits in (None, 8) else int(bits)
+
+
 def setup_key(backend: Mapping[str, Any]) -> tuple:
     """What makes two runs of a backend the same setup (a parity result speaks for an fps run
     only when this matches)."""
@@ -25,8 +32,8 @@ def setup_key(backend: Mapping[str, Any]) -> tuple:
         key += (bool(backend.get("compile")), bool(backend.get("channels_last")))
     elif name == "onnxruntime":
         key += (backend.get("provider"), backend.get("graph_optimization"))
-    bits = backend.get("int8_weight_bits")
-    if bits not in (None, 8):  # another INT8 graph (``export --weight-bits``), other numerics
+    bits = _weight_bits(backend)
+    if bits:
         key += (f"w{bits}",)
     return key
 
@@ -43,8 +50,8 @@ def setup_label(backend: Mapping[str, Any]) -> str:
         if provider and provider != "CPUExecutionProvider":
             parts.append(provider.removesuffix("ExecutionProvider"))
         parts.append(f"opt {backend.get('graph_optimization')}")
-    if backend.get("int8_weight_bits") not in (None, 8):
-        parts.append(f"{backend['int8_weight_bits']}-bit weights")
+    if bits := _weight_bits(backend):
+        parts.append(f"{bits}-bit weights")
     if backend.get("threads"):
         parts.append(f"{backend['threads']} threads")
     return " ".join(parts)
